@@ -1,0 +1,33 @@
+# mandate — token-exchange broker for AI agents.
+GO      ?= go
+BIN     ?= bin/mandate
+DATA    ?= ./data
+LISTEN  ?= 127.0.0.1:8080
+PKGS    ?= ./...
+
+.PHONY: run build test lint bench fuzz conformance demo clean
+
+## run: start the broker in dev mode on the embedded SQLite store (data in ./data)
+run: build
+	$(BIN) serve --dev --listen $(LISTEN) --data $(DATA)
+
+## build: compile the mandate binary into bin/
+build:
+	$(GO) build -o $(BIN) ./cmd/mandate
+
+## test: vet and run every test (PostgreSQL half when MANDATE_TEST_DATABASE_URL is set)
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 12m $(PKGS)
+
+## lint: gofmt and go vet
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+## bench: the hot-path benchmarks, benchstat-readable
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./broker/... ./policies/... | tee bench.out
+
+clean:
+	rm -rf bin bench.out

@@ -1,0 +1,85 @@
+package db
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestDatabaseURLEnv names the environment variable that points the PostgreSQL
+// half of the test suites at a database. CI always sets it.
+const TestDatabaseURLEnv = "MANDATE_TEST_DATABASE_URL"
+
+var schemaSeq atomic.Int64
+
+// Backends returns the backends a contract test runs against: SQLite always,
+// PostgreSQL when MANDATE_TEST_DATABASE_URL is set.
+func Backends() []Dialect {
+	if os.Getenv(TestDatabaseURLEnv) != "" {
+		return []Dialect{SQLite, Postgres}
+	}
+	return []Dialect{SQLite}
+}
+
+// OpenTest opens a fresh, migrated database of the given dialect for one test and
+// closes it at cleanup. SQLite lives in t.TempDir(); PostgreSQL gets a schema of its
+// own in the database named by MANDATE_TEST_DATABASE_URL, dropped at cleanup. Without
+// that variable, asking for PostgreSQL skips the test with a clear message.
+func OpenTest(t testing.TB, dialect Dialect) *DB {
+	t.Helper()
+	ctx := context.Background()
+	switch dialect {
+	case Postgres:
+		base := os.Getenv(TestDatabaseURLEnv)
+		if base == "" {
+			t.Skipf("PostgreSQL tests need %s (e.g. postgres://postgres@127.0.0.1:5432/test); CI always sets it", TestDatabaseURLEnv)
+		}
+		schema := fmt.Sprintf("t_%d_%d_%d", os.Getpid(), time.Now().UnixNano()%1e9, schemaSeq.Add(1))
+		admin, err := Open(ctx, base, Options{MaxConns: 2})
+		if err != nil {
+			t.Fatalf("open test PostgreSQL: %v", err)
+		}
+		if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+			admin.Close()
+			t.Fatalf("create schema: %v", err)
+		}
+		d, err := Open(ctx, WithSearchPath(base, schema), Options{MaxConns: 8})
+		if err != nil {
+			admin.Close()
+			t.Fatalf("open test schema: %v", err)
+		}
+		t.Cleanup(func() {
+			d.Close()
+			admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") //nolint:errcheck
+			admin.Close()
+		})
+		if err := d.Migrate(ctx); err != nil {
+			t.Fatalf("migrate: %v", err)
+		}
+		return d
+	default:
+		d, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "mandate.db"), Options{})
+		if err != nil {
+			t.Fatalf("open test SQLite: %v", err)
+		}
+		t.Cleanup(d.Close)
+		if err := d.Migrate(ctx); err != nil {
+			t.Fatalf("migrate: %v", err)
+		}
+		return d
+	}
+}
+
+// WithSearchPath returns a PostgreSQL URL whose connections use the given schema.
+func WithSearchPath(dsn, schema string) string {
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	return dsn + sep + "search_path=" + schema
+}
