@@ -1,32 +1,34 @@
-package db
+package db_test
 
 import (
 	"context"
 	"errors"
+	"github.com/mandate-dev/mandate/internal/db"
+	"github.com/mandate-dev/mandate/internal/db/dbtest"
 	"testing"
 )
 
 func TestContract(t *testing.T) {
-	for _, dialect := range Backends() {
+	for _, dialect := range dbtest.Backends() {
 		t.Run(string(dialect), func(t *testing.T) {
 			ctx := context.Background()
-			d := OpenTest(t, dialect)
+			d := dbtest.Open(t, dialect)
 			if _, err := d.Exec(ctx, `INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3)`, "k", "v", 1); err != nil {
 				t.Fatalf("insert: %v", err)
 			}
 			_, err := d.Exec(ctx, `INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3)`, "k", "v2", 2)
-			if !errors.Is(err, ErrConflict) {
+			if !errors.Is(err, db.ErrConflict) {
 				t.Fatalf("duplicate insert: got %v, want ErrConflict", err)
 			}
 			var v string
 			if err := d.QueryRow(ctx, `SELECT value FROM settings WHERE key = $1`, "k").Scan(&v); err != nil || v != "v" {
 				t.Fatalf("select: got %q, %v; want v", v, err)
 			}
-			if err := d.QueryRow(ctx, `SELECT value FROM settings WHERE key = $1`, "nope").Scan(&v); !errors.Is(err, ErrNotFound) {
+			if err := d.QueryRow(ctx, `SELECT value FROM settings WHERE key = $1`, "nope").Scan(&v); !errors.Is(err, db.ErrNotFound) {
 				t.Fatalf("select missing: got %v, want ErrNotFound", err)
 			}
 			boom := errors.New("boom")
-			err = d.InTx(ctx, func(q Querier) error {
+			err = d.InTx(ctx, func(q db.Querier) error {
 				if _, err := q.Exec(ctx, `UPDATE settings SET value = $2 WHERE key = $1`, "k", "changed"); err != nil {
 					return err
 				}
@@ -63,7 +65,7 @@ func TestContract(t *testing.T) {
 }
 
 func TestRedact(t *testing.T) {
-	got := Redact("postgres://user:secret@host:5432/db")
+	got := db.Redact("postgres://user:secret@host:5432/db")
 	if want := "postgres://user:xxxxx@host:5432/db"; got != want {
 		t.Fatalf("got %q, want %q", got, want)
 	}

@@ -1,8 +1,12 @@
-package db
+// Package dbtest opens throwaway databases for contract tests that run against
+// every storage backend.
+package dbtest
 
 import (
 	"context"
+
 	"fmt"
+	"github.com/mandate-dev/mandate/internal/db"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,28 +23,31 @@ var schemaSeq atomic.Int64
 
 // Backends returns the backends a contract test runs against: SQLite always,
 // PostgreSQL when MANDATE_TEST_DATABASE_URL is set.
-func Backends() []Dialect {
+func Backends() []db.Dialect {
 	if os.Getenv(TestDatabaseURLEnv) != "" {
-		return []Dialect{SQLite, Postgres}
+		return []db.Dialect{db.SQLite, db.Postgres}
 	}
-	return []Dialect{SQLite}
+	if os.Getenv("MANDATE_REQUIRE_POSTGRES") != "" {
+		panic("dbtest: MANDATE_REQUIRE_POSTGRES is set but " + TestDatabaseURLEnv + " is empty")
+	}
+	return []db.Dialect{db.SQLite}
 }
 
-// OpenTest opens a fresh, migrated database of the given dialect for one test and
+// Open opens a fresh, migrated database of the given dialect for one test and
 // closes it at cleanup. SQLite lives in t.TempDir(); PostgreSQL gets a schema of its
 // own in the database named by MANDATE_TEST_DATABASE_URL, dropped at cleanup. Without
 // that variable, asking for PostgreSQL skips the test with a clear message.
-func OpenTest(t testing.TB, dialect Dialect) *DB {
+func Open(t testing.TB, dialect db.Dialect) *db.DB {
 	t.Helper()
 	ctx := context.Background()
 	switch dialect {
-	case Postgres:
+	case db.Postgres:
 		base := os.Getenv(TestDatabaseURLEnv)
 		if base == "" {
 			t.Skipf("PostgreSQL tests need %s (e.g. postgres://postgres@127.0.0.1:5432/test); CI always sets it", TestDatabaseURLEnv)
 		}
 		schema := fmt.Sprintf("t_%d_%d_%d", os.Getpid(), time.Now().UnixNano()%1e9, schemaSeq.Add(1))
-		admin, err := Open(ctx, base, Options{MaxConns: 2})
+		admin, err := db.Open(ctx, base, db.Options{MaxConns: 2})
 		if err != nil {
 			t.Fatalf("open test PostgreSQL: %v", err)
 		}
@@ -48,7 +55,7 @@ func OpenTest(t testing.TB, dialect Dialect) *DB {
 			admin.Close()
 			t.Fatalf("create schema: %v", err)
 		}
-		d, err := Open(ctx, WithSearchPath(base, schema), Options{MaxConns: 8})
+		d, err := db.Open(ctx, WithSearchPath(base, schema), db.Options{MaxConns: 8})
 		if err != nil {
 			admin.Close()
 			t.Fatalf("open test schema: %v", err)
@@ -63,7 +70,7 @@ func OpenTest(t testing.TB, dialect Dialect) *DB {
 		}
 		return d
 	default:
-		d, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "mandate.db"), Options{})
+		d, err := db.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "mandate.db"), db.Options{})
 		if err != nil {
 			t.Fatalf("open test SQLite: %v", err)
 		}
