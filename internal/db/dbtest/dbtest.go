@@ -90,3 +90,28 @@ func WithSearchPath(dsn, schema string) string {
 	}
 	return dsn + sep + "search_path=" + schema
 }
+
+// SchemaURL creates an empty PostgreSQL schema for one test and returns a URL
+// whose connections use it (the caller migrates); the schema is dropped at cleanup.
+func SchemaURL(t testing.TB) string {
+	t.Helper()
+	ctx := context.Background()
+	base := os.Getenv(TestDatabaseURLEnv)
+	if base == "" {
+		t.Skipf("PostgreSQL tests need %s; CI always sets it", TestDatabaseURLEnv)
+	}
+	schema := fmt.Sprintf("t_%d_%d_%d", os.Getpid(), time.Now().UnixNano()%1e9, schemaSeq.Add(1))
+	admin, err := db.Open(ctx, base, db.Options{MaxConns: 2})
+	if err != nil {
+		t.Fatalf("open test PostgreSQL: %v", err)
+	}
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		admin.Close()
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") //nolint:errcheck
+		admin.Close()
+	})
+	return WithSearchPath(base, schema)
+}
