@@ -320,6 +320,11 @@ func (b *Broker) writeError(ctx context.Context, w http.ResponseWriter, r *http.
 	} else if rfc.CodeField >= 500 && rfc.ErrorField == "server_error" {
 		b.log.Error("token request failed", "err", err, "debug", rfc.DebugField)
 	}
+	if rfc.ErrorField == "jti_known" {
+		// fosite's own code for a replayed client assertion; RFC 7523 §3.2 says
+		// a client assertion that fails is invalid_client.
+		rfc = oauthError("invalid_client", http.StatusUnauthorized, "the client_assertion was already used (its jti is known); sign a new one for every request")
+	}
 	if rfc.ErrorField == "invalid_client" {
 		// RFC 6749 §5.2: 401 and WWW-Authenticate when the client used Basic.
 		rfc = rfc.WithHint("")

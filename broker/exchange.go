@@ -11,6 +11,7 @@ import (
 	"github.com/ory/fosite"
 
 	"github.com/mandate-dev/mandate/broker/clients"
+	"github.com/mandate-dev/mandate/grants"
 	"github.com/mandate-dev/mandate/policies"
 )
 
@@ -528,19 +529,13 @@ func allowsSubAgent(allowed []string, id string) bool {
 
 func grantCoversResource(g *Grant, t string) bool {
 	for _, r := range g.Resources {
-		if matchResource(r, t) {
+		// grants.MatchResource refuses prefix matches that escape the pattern
+		// ("..", encoded separators) or patterns that stop inside the host.
+		if grants.MatchResource(r, t) {
 			return true
 		}
 	}
 	return false
-}
-
-// matchResource matches a grant resource pattern: exact, or a prefix when it ends in '*'.
-func matchResource(pattern, t string) bool {
-	if p, ok := strings.CutSuffix(pattern, "*"); ok {
-		return strings.HasPrefix(t, p)
-	}
-	return pattern == t
 }
 
 func intersect(a, b []string) []string {

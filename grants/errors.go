@@ -40,9 +40,9 @@ type ValidationError struct {
 
 func (e *ValidationError) Error() string {
 	if e.Field == "" {
-		return "grants: invalid request: " + e.Message
+		return "invalid request: " + e.Message
 	}
-	return "grants: invalid " + e.Field + ": " + e.Message
+	return "invalid " + e.Field + ": " + e.Message
 }
 
 func invalid(field, format string, args ...any) *ValidationError {

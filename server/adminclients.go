@@ -238,14 +238,20 @@ func (a *clientAdmin) delete(c echo.Context) error {
 	return c.NoContent(http.StatusNoContent)
 }
 
-// clientAdminID is the :id path parameter, unescaped. An id that is not a valid
-// client id answers 404 from the store without a database round trip.
+// clientAdminID is the :id path parameter, unescaped exactly once. echo routes on
+// URL.RawPath when the request set one (the parameter is then still escaped) and on
+// the already unescaped URL.Path otherwise. An id that is not a valid client id
+// answers 404 from the store without a database round trip.
 func clientAdminID(c echo.Context) string {
 	id := c.Param("id")
-	if u, err := url.PathUnescape(id); err == nil {
-		return u
+	if c.Request().URL.RawPath == "" {
+		return id
 	}
-	return id
+	u, err := url.PathUnescape(id)
+	if err != nil {
+		return "" // not a valid id: 404
+	}
+	return u
 }
 
 func clientAdminJSON(c echo.Context, status int, v any) error {
@@ -331,7 +337,7 @@ func clientAdminDecode(c echo.Context, dst any, refused map[string]string, patch
 		if why, ok := refused[name]; ok {
 			return clientAdminBad("%s %s", name, why)
 		}
-		if _, ok := clientAdminFieldTypes[name]; !ok || (patch && name == "client_id") {
+		if _, ok := clientAdminFieldTypes[name]; !ok {
 			return clientAdminBad("unknown field %q", clientAdminTruncate(name))
 		}
 		if seen[name] {

@@ -312,6 +312,8 @@ func TestClientAdminBadInput(t *testing.T) {
 			{"get invalid id", "GET", "/admin/v1/clients/..", ``, nil, 404, "not_found", ""},
 			{"get escaped NUL", "GET", "/admin/v1/clients/a%00b", ``, nil, 404, "not_found", ""},
 			{"get bad utf8", "GET", "/admin/v1/clients/%ff%fe", ``, nil, 404, "not_found", ""},
+			{"get percent-encoded id", "GET", "/admin/v1/clients/%62ase", ``, nil, 200, "", ""},
+			{"get double-escaped id", "GET", "/admin/v1/clients/b%2561se", ``, nil, 404, "not_found", ""},
 			{"get long id", "GET", "/admin/v1/clients/" + strings.Repeat("a", 5000), ``, nil, 404, "not_found", ""},
 			{"rotate unknown", "POST", "/admin/v1/clients/nope/rotate-secret", ``, nil, 404, "not_found", ""},
 			{"disable unknown", "POST", "/admin/v1/clients/nope/disable", ``, nil, 404, "not_found", ""},

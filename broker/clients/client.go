@@ -35,16 +35,20 @@ const (
 	GrantTokenExchange     = "urn:ietf:params:oauth:grant-type:token-exchange"
 )
 
-// Registration limits.
+// Registration limits. They bound what one client can make the broker store, copy
+// into tokens and verify per request.
 const (
-	MaxIDLen        = 128
-	MaxNameLen      = 200 // characters (runes)
-	MaxScopes       = 100
-	MaxScopeLen     = 256 // bytes; scopes are copied into every token
-	MaxAudiences    = 100
-	MaxAudienceLen  = 2048 // bytes
-	MaxJWKSKeys     = 10
-	MaxJWKSBytes    = 64 << 10
+	MaxIDLen       = 128      // bytes of a client id
+	MaxNameLen     = 200      // characters (runes) of a name
+	MaxScopes      = 100      // scopes per client
+	MaxScopeLen    = 256      // bytes per scope; scopes are copied into every token
+	MaxAudiences   = 100      // audiences per client
+	MaxAudienceLen = 2048     // bytes per audience
+	MaxJWKSKeys    = 10       // keys per JWK Set
+	MaxJWKSBytes   = 64 << 10 // bytes of a JWK Set as submitted
+)
+
+const (
 	minRSABits      = 2048
 	maxRSABits      = 8192 // bounds the cost of one assertion verification
 	maxKeyIDLen     = 256
@@ -114,6 +118,7 @@ type ValidationError struct {
 	Message string
 }
 
+// Error implements error.
 func (e *ValidationError) Error() string {
 	return "clients: invalid " + e.Field + ": " + e.Message
 }

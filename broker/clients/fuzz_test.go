@@ -4,6 +4,8 @@ import (
 	"crypto"
 	"encoding/json"
 	"errors"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/mandate-dev/mandate/broker/clients"
@@ -49,6 +51,19 @@ func FuzzValidate(f *testing.F) {
 		}
 		if !clients.ValidID(c.ID) {
 			t.Fatalf("accepted invalid id %q", c.ID)
+		}
+	})
+}
+
+// FuzzValidID checks the hand-written ValidID against the documented pattern.
+func FuzzValidID(f *testing.F) {
+	pattern := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+	for _, seed := range []string{"", "a", "-a", "a-", "agt_x", "a b", "a\n", "é", strings.Repeat("a", 128), strings.Repeat("a", 129), "a.b_c-d"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		if got, want := clients.ValidID(id), pattern.MatchString(id); got != want {
+			t.Fatalf("ValidID(%q) = %v, want %v", id, got, want)
 		}
 	})
 }

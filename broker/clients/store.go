@@ -77,6 +77,8 @@ type Store struct {
 	size  int           // guarded by mu
 
 	lastJTISweep atomic.Int64 // unix seconds
+
+	testHookLoaded func(id string) // tests: runs between a database read and the cache fill
 }
 
 type cacheEntry struct {
@@ -365,6 +367,9 @@ func (s *Store) lookup(ctx context.Context, id string) (*fositeClient, error) {
 		return nil, fmt.Errorf("clients: get %s: %w", id, notFound(err))
 	}
 	fc := s.newFositeClient(c)
+	if s.testHookLoaded != nil {
+		s.testHookLoaded(id)
+	}
 	if s.ttl > 0 {
 		s.remember(id, fc, gen)
 	}
@@ -377,7 +382,9 @@ func (s *Store) remember(id string, fc *fositeClient, gen uint64) {
 	now := s.clock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_ = gen
+	if s.gen.Load() != gen {
+		return
+	}
 	if _, ok := s.cache.Load(id); !ok && s.size >= s.max {
 		s.cache.Range(func(k, v any) bool {
 			if !now.Before(v.(*cacheEntry).expires) {

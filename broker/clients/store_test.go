@@ -453,7 +453,7 @@ func testReadYourWrites(t *testing.T, d *db.DB) {
 			}
 		}()
 	}
-	for i := 1; i <= 100; i++ {
+	for i := 1; i <= 30; i++ {
 		want := fmt.Sprintf("v%d", i)
 		if _, err := s.Update(ctx, "ryw", clients.Patch{Name: &want}); err != nil {
 			t.Fatal(err)

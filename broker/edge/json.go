@@ -104,7 +104,12 @@ func (p *jsonParser) object() (any, error) {
 		return nil, err
 	}
 	p.pos++ // '{'
-	m := make(map[string]any)
+	var m map[string]any
+	if p.depth == 1 {
+		m = make(map[string]any, 16) // a token's claims: spare the map its growth steps
+	} else {
+		m = make(map[string]any)
+	}
 	p.skipSpace()
 	if p.pos < len(p.data) && p.data[p.pos] == '}' {
 		p.pos++

@@ -150,6 +150,14 @@ func New(ctx context.Context, cfg config.Config, o Options) (a *App, err error) 
 		return nil, err
 	}
 
+	// Finish grant revocations a crash may have cut short between the database
+	// commit and the publish.
+	if n, err := a.Grants.RepublishRevocations(ctx, time.Now().Add(-cfg.Tokens.MaxLifetime-5*time.Minute)); err != nil {
+		log.Warn("republishing grant revocations", "err", err)
+	} else if n > 0 {
+		log.Info("republished grant revocations", "count", n)
+	}
+
 	a.AdminKey, err = a.ensureAdminKey(ctx, o.AdminKey)
 	if err != nil {
 		return nil, err
@@ -166,7 +174,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (a *App, err error) 
 			server.RegisterClientAdmin(admin, a.Clients)
 			server.RegisterKeyAdmin(admin, a.Keys)
 			server.RegisterAdminGrants(admin, a.Grants)
-			server.RegisterUserGrants(user, a.Grants, a.Broker)
+			server.RegisterUserGrants(user, a.Grants, userAuth{a.Broker})
 		},
 	})
 
@@ -432,4 +440,16 @@ func (m multiRecorder) RecordDecision(ctx context.Context, au *broker.Audit) {
 	for _, r := range m {
 		r.RecordDecision(ctx, au)
 	}
+}
+
+// userAuth verifies users' upstream tokens for the grants API, telling an
+// unreachable IdP (503) from a bad token (401).
+type userAuth struct{ b *broker.Broker }
+
+func (u userAuth) AuthenticateUser(ctx context.Context, bearer string) (string, string, error) {
+	iss, sub, err := u.b.AuthenticateUser(ctx, bearer)
+	if errors.Is(err, broker.ErrUpstreamUnavailable) {
+		return "", "", fmt.Errorf("%w: %v", server.ErrUserAuthUnavailable, err)
+	}
+	return iss, sub, err
 }

@@ -485,3 +485,104 @@ func testBadInput(t *testing.T, n *node) {
 	wantError(t, n.form("/oauth2/token", "nobody", "x", exchangeForm(alice)), 401, "invalid_client")
 	wantError(t, n.form("/oauth2/token", a.id, "wrong", exchangeForm(alice)), 401, "invalid_client")
 }
+
+// TestPrivateKeyJWT authenticates with an RFC 7523 client assertion and checks
+// that a replayed assertion (same jti) is refused.
+func TestPrivateKeyJWT(t *testing.T) {
+	n := startNode(t, db.SQLite, dsnFor(t, db.SQLite))
+	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, _ := jwk.FromRaw(priv)
+	_ = key.Set(jwk.KeyIDKey, "agent-key-1")
+	_ = key.Set(jwk.AlgorithmKey, jwa.ES256)
+	pub, _ := key.PublicKey()
+	set := jwk.NewSet()
+	_ = set.AddKey(pub)
+	jwks, _ := json.Marshal(set)
+	r := n.admin("POST", "/clients", map[string]any{"client_id": "pkjwt-agent", "name": "Key agent", "type": "agent",
+		"token_endpoint_auth_method": "private_key_jwt", "jwks": json.RawMessage(jwks),
+		"scopes": []string{"mail:read"}, "audiences": []string{"https://api.example.com/mail"},
+		"grant_types": []string{"client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"}})
+	if r.status != 201 {
+		t.Fatalf("register: %d %s", r.status, r.raw)
+	}
+	if _, ok := r.body["client_secret"]; ok {
+		t.Fatalf("private_key_jwt client got a secret: %s", r.raw)
+	}
+	assertion := func(jti string, aud string) string {
+		tok, _ := jwt.NewBuilder().Issuer("pkjwt-agent").Subject("pkjwt-agent").Audience([]string{aud}).
+			JwtID(jti).IssuedAt(time.Now()).Expiration(time.Now().Add(time.Minute)).Build()
+		b, err := jwt.Sign(tok, jwt.WithKey(jwa.ES256, key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	form := func(a string) url.Values {
+		return url.Values{"grant_type": {"client_credentials"}, "client_id": {"pkjwt-agent"},
+			"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {a}}
+	}
+	a1 := assertion("jti-1", n.url+"/oauth2/token")
+	if r := n.form("/oauth2/token", "", "", form(a1)); r.status != 200 {
+		t.Fatalf("private_key_jwt: %d %s", r.status, r.raw)
+	}
+	// The same assertion again: replay.
+	wantError(t, n.form("/oauth2/token", "", "", form(a1)), 401, "invalid_client")
+	// Wrong audience.
+	wantError(t, n.form("/oauth2/token", "", "", form(assertion("jti-2", "https://elsewhere/token"))), 401, "invalid_client")
+	// Signed by another key.
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	okey, _ := jwk.FromRaw(other)
+	_ = okey.Set(jwk.KeyIDKey, "agent-key-1")
+	tok, _ := jwt.NewBuilder().Issuer("pkjwt-agent").Subject("pkjwt-agent").Audience([]string{n.url + "/oauth2/token"}).
+		JwtID("jti-3").Expiration(time.Now().Add(time.Minute)).Build()
+	forged, _ := jwt.Sign(tok, jwt.WithKey(jwa.ES256, okey))
+	wantError(t, n.form("/oauth2/token", "", "", form(string(forged))), 401, "invalid_client")
+	// A secret-based request for this client is refused.
+	wantError(t, n.form("/oauth2/token", "pkjwt-agent", "guess", url.Values{"grant_type": {"client_credentials"}}), 401, "invalid_client")
+}
+
+// TestKeyRotationOverHTTP: rotate publishes the next key before it signs, and
+// tokens signed before a rotation stay valid after it.
+func TestKeyRotationOverHTTP(t *testing.T) {
+	n := startNode(t, db.SQLite, dsnFor(t, db.SQLite))
+	app := n.createClient(map[string]any{"client_id": "rot-app", "name": "Rot", "type": "app",
+		"scopes": []string{"a"}, "grant_types": []string{"client_credentials"}})
+	get := func() string {
+		r := n.form("/oauth2/token", app.id, app.secret, url.Values{"grant_type": {"client_credentials"}})
+		if r.status != 200 {
+			t.Fatalf("token: %d %s", r.status, r.raw)
+		}
+		return r.body["access_token"].(string)
+	}
+	kids := func() []string {
+		var out []string
+		for _, k := range n.do("GET", "/jwks.json", "", nil).body["keys"].([]any) {
+			out = append(out, k.(map[string]any)["kid"].(string))
+		}
+		return out
+	}
+	before := get()
+	oldKid := headerOf(t, before)["kid"].(string)
+	if r := n.admin("POST", "/keys/rotate", nil); r.status != 200 {
+		t.Fatalf("rotate: %d %s", r.status, r.raw)
+	}
+	if got := kids(); len(got) != 2 {
+		t.Fatalf("after first rotate, JWKS kids: got %v, want old and next", got)
+	}
+	if kid := headerOf(t, get())["kid"]; kid != oldKid {
+		t.Fatalf("next key signs before promotion: got %v, want %v", kid, oldKid)
+	}
+	if r := n.admin("POST", "/keys/rotate", nil); r.status != 200 {
+		t.Fatalf("promote: %d %s", r.status, r.raw)
+	}
+	after := get()
+	if kid := headerOf(t, after)["kid"]; kid == oldKid {
+		t.Fatalf("after promotion still signing with %v", kid)
+	}
+	for _, tok := range []string{before, after} {
+		in := n.form("/oauth2/introspect", app.id, app.secret, url.Values{"token": {tok}})
+		if in.body["active"] != true {
+			t.Fatalf("token signed by %v inactive after rotation: %s", headerOf(t, tok)["kid"], in.raw)
+		}
+	}
+}

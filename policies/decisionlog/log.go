@@ -28,7 +28,7 @@ const (
 
 // rowsPerInsert bounds the rows of one INSERT statement: 50 rows of 15
 // columns stay under every SQLite build's limit of 999 parameters.
-const rowsPerInsert = 50
+const rowsPerInsert = 25
 
 // Options tune a Log. The zero value is sensible.
 type Options struct {
@@ -261,21 +261,32 @@ func (l *Log) run() {
 }
 
 // write stores a batch, retrying a few times: the database may be
-// restarting. A batch that still fails is counted in Stats().Failed.
+// restarting. Once Close was called it tries each batch once, so that a
+// shutdown with the database down does not wait for every retry. A batch
+// that still fails is counted in Stats().Failed.
 func (l *Log) write(batch []*row) error {
 	ctx := context.Background()
 	var err error
 	for attempt := range 5 {
 		if attempt > 0 {
-			time.Sleep(time.Duration(50<<attempt) * time.Millisecond)
+			select {
+			case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
+			case <-l.stop:
+			}
 		}
 		if err = l.insert(ctx, batch); err == nil {
 			l.written.Add(uint64(len(batch)))
 			return nil
 		}
+		select {
+		case <-l.stop:
+		default:
+			continue
+		}
+		break
 	}
 	l.failed.Add(uint64(len(batch)))
-	l.log.Error("decision log: batch lost after retries", "decisions", len(batch), "err", err)
+	l.log.Error("decision log: decisions lost to a database error", "decisions", len(batch), "err", err)
 	return fmt.Errorf("decisionlog: write %d decisions: %w", len(batch), err)
 }
 

@@ -294,13 +294,11 @@ func TestPrune(t *testing.T) {
 // fills, RecordDecision waits, then drops and counts; nothing is lost
 // without being counted.
 func TestBackpressure(t *testing.T) {
-	d := dbtest.Open(t, db.SQLite)
 	broken, err := db.Open(context.Background(), "sqlite:"+t.TempDir()+"/x.db", db.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	broken.Close() // every write fails
-	_ = d
 	l := decisionlog.New(broken, decisionlog.Options{QueueSize: 4, BatchSize: 2, BlockTimeout: time.Millisecond})
 	const n = 200
 	for range n {
