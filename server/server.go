@@ -43,6 +43,8 @@ type Options struct {
 	MaxInFlight  int
 	// Metrics, when set, are observed and served at /metrics.
 	Metrics *Metrics
+	// Validate serves GET /validate (forward auth for gateways); nil leaves it out.
+	Validate http.Handler
 	// RateLimit is the per-client token request rate (per second; 0 = off) and RateBurst its burst.
 	RateLimit float64
 	RateBurst int
@@ -101,6 +103,10 @@ func New(o Options) *echo.Echo {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 	})
 	e.GET("/v1/revocations", revocationFeed(o.Ledger))
+	if o.Validate != nil {
+		// Proxies forward the original method; accept them all.
+		e.Any("/validate", echo.WrapHandler(o.Validate))
+	}
 
 	admin := e.Group("/admin/v1", AdminAuth(o.AdminKeys))
 	user := e.Group("/v1")

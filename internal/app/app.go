@@ -53,6 +53,7 @@ type App struct {
 	AdminKey string
 
 	listener *notify.Listener
+	edge     *edgeValidator
 	syncedAt atomic.Int64 // unix nanos of the last successful revocation sync
 	stop     context.CancelFunc
 	stopped  chan struct{}
@@ -163,10 +164,15 @@ func New(ctx context.Context, cfg config.Config, o Options) (a *App, err error) 
 		return nil, err
 	}
 
+	a.edge, err = newEdgeValidator(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+
 	a.Echo = server.New(server.Options{
 		Broker: a.Broker, Keys: a.Keys, Ledger: a.Ledger, AdminKeys: a.Admin, Dev: a.Dev,
 		Ready: a.ready, Logger: log, MaxBodyBytes: cfg.HTTP.MaxBodyBytes, MaxInFlight: cfg.HTTP.MaxInFlight,
-		Metrics: a.Metrics, RateLimit: cfg.HTTP.RateLimit, RateBurst: cfg.HTTP.RateBurst,
+		Metrics: a.Metrics, RateLimit: cfg.HTTP.RateLimit, RateBurst: cfg.HTTP.RateBurst, Validate: a.edge,
 		Mount: func(e *echo.Echo, admin, user *echo.Group) {
 			// Registry writes tell the other nodes to drop their caches.
 			admin.Use(a.notifyOnWrite)
@@ -180,17 +186,14 @@ func New(ctx context.Context, cfg config.Config, o Options) (a *App, err error) 
 
 	a.listener = notify.NewListener(a.DB, log)
 	a.listener.Handle(notify.Revocations, func(ctx context.Context, _ string) { a.syncRevocations(ctx) })
-	a.listener.Handle(notify.Keys, func(ctx context.Context, _ string) {
-		if err := a.Keys.Reload(ctx); err != nil {
-			log.Warn("key reload failed", "err", err)
-		}
-	})
+	a.listener.Handle(notify.Keys, func(ctx context.Context, _ string) { a.reloadKeys(ctx) })
 	a.listener.Handle(notify.Clients, func(context.Context, string) { a.Clients.InvalidateAll() })
 	a.listener.Handle(notify.Grants, func(context.Context, string) { a.Grants.InvalidateAll() })
 
 	bg, stop := context.WithCancel(context.Background())
 	a.stop = stop
 	go a.listener.Run(bg)
+	go a.edge.follow(bg)
 	go a.background(bg)
 	return a, nil
 }
@@ -244,9 +247,7 @@ func (a *App) background(ctx context.Context) {
 		case <-sync.C:
 			a.syncRevocations(ctx)
 		case <-reload.C:
-			if err := a.Keys.Reload(ctx); err != nil && ctx.Err() == nil {
-				a.Log.Warn("key reload failed", "err", err)
-			}
+			a.reloadKeys(ctx)
 		case <-prune.C:
 			if _, err := a.Ledger.Prune(ctx); err != nil && ctx.Err() == nil {
 				a.Log.Warn("revocation prune failed", "err", err)
@@ -452,4 +453,16 @@ func (u userAuth) AuthenticateUser(ctx context.Context, bearer string) (string, 
 		return "", "", fmt.Errorf("%w: %v", server.ErrUserAuthUnavailable, err)
 	}
 	return iss, sub, err
+}
+
+func (a *App) reloadKeys(ctx context.Context) {
+	if err := a.Keys.Reload(ctx); err != nil {
+		if ctx.Err() == nil {
+			a.Log.Warn("key reload failed", "err", err)
+		}
+		return
+	}
+	if err := a.edge.refresh(ctx); err != nil {
+		a.Log.Warn("edge validator refresh failed", "err", err)
+	}
 }

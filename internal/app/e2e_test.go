@@ -586,3 +586,65 @@ func TestKeyRotationOverHTTP(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateEndpoint drives GET /validate as a gateway would (nginx auth_request).
+func TestValidateEndpoint(t *testing.T) {
+	n := startNode(t, db.SQLite, dsnFor(t, db.SQLite))
+	mail := "https://api.example.com/mail"
+	agent := n.createClient(map[string]any{"client_id": "val-agent", "name": "V", "type": "agent",
+		"scopes": []string{"mail:read"}, "audiences": []string{mail}})
+	alice := n.userToken("alice", "mail:read")
+	if g := n.do("POST", "/v1/grants", "Bearer "+alice, map[string]any{"client_id": agent.id, "scopes": []string{"mail:read"},
+		"resources": []string{mail}, "expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}); g.status != 201 {
+		t.Fatalf("grant: %d %s", g.status, g.raw)
+	}
+	r := n.form("/oauth2/token", agent.id, agent.secret, exchangeForm(alice, "scope", "mail:read", "resource", mail))
+	if r.status != 200 {
+		t.Fatalf("exchange: %d %s", r.status, r.raw)
+	}
+	tok := r.body["access_token"].(string)
+	validate := func(q, token string) resp {
+		req, _ := http.NewRequest("GET", n.url+"/validate?"+q, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		return n.send(req)
+	}
+	ok := validate("aud="+url.QueryEscape(mail)+"&scope=mail:read", tok)
+	if ok.status != 200 || ok.header.Get("X-Mandate-Subject") != "alice" || ok.header.Get("X-Mandate-Actor") != agent.id {
+		t.Fatalf("validate: %d %v", ok.status, ok.header)
+	}
+	if r := validate("aud="+url.QueryEscape(mail)+"&scope=mail:write", tok); r.status != 403 || !strings.Contains(r.header.Get("WWW-Authenticate"), "insufficient_scope") {
+		t.Fatalf("insufficient scope: %d %v", r.status, r.header)
+	}
+	if r := validate("aud=https://other.example.com", tok); r.status != 401 {
+		t.Fatalf("wrong audience: got %d, want 401", r.status)
+	}
+	if r := validate("", ""); r.status != 401 || r.header.Get("WWW-Authenticate") == "" {
+		t.Fatalf("no token: %d %v", r.status, r.header)
+	}
+	if r := validate("", "garbage"); r.status != 401 {
+		t.Fatalf("garbage: got %d, want 401", r.status)
+	}
+	// Revocation reaches the validator without a database query per request.
+	if rv := n.form("/oauth2/revoke", agent.id, agent.secret, url.Values{"token": {tok}}); rv.status != 200 {
+		t.Fatalf("revoke: %d", rv.status)
+	}
+	deadline := time.Now().Add(time.Second)
+	for {
+		r := validate("aud="+url.QueryEscape(mail), tok)
+		if r.status == 401 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("revoked token still validates after 1s: %d", r.status)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// After a key rotation, tokens from the new key validate too.
+	n.admin("POST", "/keys/rotate?now=true", nil)
+	r = n.form("/oauth2/token", agent.id, agent.secret, exchangeForm(alice, "scope", "mail:read", "resource", mail))
+	if v := validate("aud="+url.QueryEscape(mail), r.body["access_token"].(string)); v.status != 200 {
+		t.Fatalf("token of the rotated key: %d %v", v.status, v.header)
+	}
+}
