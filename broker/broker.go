@@ -307,7 +307,44 @@ func (b *Broker) tokenRequest(ctx context.Context, r *http.Request, sess *Sessio
 	default:
 		return nil, errUnsupportedGrantType("grant_type %q is not supported; mandate supports %s and %s", truncate(gt, 80), GrantTypeTokenExchange, GrantTypeClientCredentials)
 	}
+	if a := r.PostForm.Get("client_assertion"); a != "" {
+		if err := b.checkAssertionLifetime(a); err != nil {
+			return nil, err
+		}
+	}
 	return b.provider.NewAccessRequest(ctx, r, sess)
+}
+
+// maxAssertionLifetime bounds how far ahead a client assertion's exp may be:
+// its jti is remembered until then (replay protection), so an unbounded exp
+// would let a client fill the jti store and widen the replay window.
+const maxAssertionLifetime = 10 * time.Minute
+
+// checkAssertionLifetime refuses client assertions that live too long. It reads
+// exp before fosite verifies the signature; it can only refuse, never accept.
+func (b *Broker) checkAssertionLifetime(a string) error {
+	_, p, _, ok := splitJWS(a)
+	if !ok || len(a) > MaxTokenSize {
+		return oauthError("invalid_client", http.StatusUnauthorized, "client_assertion is not a compact JWS")
+	}
+	pb, err := b64.DecodeString(p)
+	if err != nil {
+		return oauthError("invalid_client", http.StatusUnauthorized, "client_assertion payload is not base64url")
+	}
+	var c struct {
+		Exp json.Number `json:"exp"`
+	}
+	if err := json.Unmarshal(pb, &c); err != nil {
+		return oauthError("invalid_client", http.StatusUnauthorized, "client_assertion claims are malformed")
+	}
+	exp, err := c.Exp.Int64()
+	if err != nil {
+		return oauthError("invalid_client", http.StatusUnauthorized, "client_assertion needs a numeric exp")
+	}
+	if time.Unix(exp, 0).Sub(b.clock()) > maxAssertionLifetime {
+		return oauthError("invalid_client", http.StatusUnauthorized, "client_assertion exp is more than %s ahead; use short-lived assertions", maxAssertionLifetime)
+	}
+	return nil
 }
 
 // writeError writes an RFC 6749 §5.2 error. Unknown errors become server_error

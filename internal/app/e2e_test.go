@@ -537,6 +537,11 @@ func TestPrivateKeyJWT(t *testing.T) {
 		JwtID("jti-3").Expiration(time.Now().Add(time.Minute)).Build()
 	forged, _ := jwt.Sign(tok, jwt.WithKey(jwa.ES256, okey))
 	wantError(t, n.form("/oauth2/token", "", "", form(string(forged))), 401, "invalid_client")
+	// An assertion that lives for a day would pin its jti for a day: refused.
+	long, _ := jwt.NewBuilder().Issuer("pkjwt-agent").Subject("pkjwt-agent").Audience([]string{n.url + "/oauth2/token"}).
+		JwtID("jti-4").Expiration(time.Now().Add(24 * time.Hour)).Build()
+	longSigned, _ := jwt.Sign(long, jwt.WithKey(jwa.ES256, key))
+	wantError(t, n.form("/oauth2/token", "", "", form(string(longSigned))), 401, "invalid_client")
 	// A secret-based request for this client is refused.
 	wantError(t, n.form("/oauth2/token", "pkjwt-agent", "guess", url.Values{"grant_type": {"client_credentials"}}), 401, "invalid_client")
 }

@@ -58,6 +58,7 @@ func (e *edgeValidator) refresh(ctx context.Context) error {
 		Revocations:      e.revs,
 		NoRevocationFeed: true, // fed in-process from the ledger below
 		Leeway:           e.a.Config.Tokens.Leeway,
+		CacheSize:        20000, // ~5 KB an entry: bounded at ~100 MB
 		Realm:            "mandate",
 		Logger:           e.a.Log,
 	})

@@ -73,6 +73,7 @@ func audit(client, subject string, allowed bool, scopes ...string) *broker.Audit
 		a.Issued = scopes
 	} else {
 		a.Reasons = []string{"no grant covers " + client}
+		a.Error = "invalid_grant"
 	}
 	return a
 }
@@ -114,7 +115,7 @@ func TestRecordAndQuery(t *testing.T) {
 			e.EvalDuration != 42*time.Microsecond || len(e.Actors) != 1 || len(e.Requested) != 1 || e.Input != nil {
 			t.Errorf("entry = %+v", e)
 		}
-		if e.Allowed && (len(e.Issued) != 1 || len(e.Reasons) != 0) || !e.Allowed && (len(e.Issued) != 0 || len(e.Reasons) != 1) {
+		if e.Allowed && (len(e.Issued) != 1 || len(e.Reasons) != 0 || e.Error != "") || !e.Allowed && (len(e.Issued) != 0 || len(e.Reasons) != 1 || e.Error != "invalid_grant") {
 			t.Errorf("entry issued/reasons = %v/%v for allowed=%v", e.Issued, e.Reasons, e.Allowed)
 		}
 

@@ -52,7 +52,11 @@ type Entry struct {
 	Allowed   bool     `json:"allowed"`
 	Reasons   []string `json:"reasons"`
 	// Issued are the scopes of the issued token (empty on deny).
-	Issued        []string      `json:"issued"`
+	Issued []string `json:"issued"`
+	// Error is the OAuth error code the request ended with, "" when a token
+	// was issued: it tells a policy's deny (invalid_grant) from the broker's
+	// own refusals (invalid_scope, invalid_target, ...).
+	Error         string        `json:"error,omitempty"`
 	BundleVersion string        `json:"bundle_version"`
 	EvalDuration  time.Duration `json:"eval_duration"`
 	// Input is the policy input (only with Filter.IncludeInput; nil when no
@@ -103,7 +107,7 @@ func (l *Log) Query(ctx context.Context, f Filter) ([]Entry, error) {
 		input = "input"
 	}
 	q := `SELECT id, at, client_id, subject, subject_issuer, actors, grant_id, grant_type, requested, audiences,
-		allowed, reasons, issued, bundle_version, eval_us, ` + input + ` FROM decisions`
+		allowed, reasons, issued, error, bundle_version, eval_us, ` + input + ` FROM decisions`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -123,7 +127,7 @@ func (l *Log) Query(ctx context.Context, f Filter) ([]Entry, error) {
 			actors, requested, audiences, reasons, issued, in string
 		)
 		if err := rows.Scan(&e.ID, &at, &e.ClientID, &e.Subject, &e.SubjectIssuer, &actors, &e.GrantID, &e.GrantType,
-			&requested, &audiences, &e.Allowed, &reasons, &issued, &e.BundleVersion, &evalUS, &in); err != nil {
+			&requested, &audiences, &e.Allowed, &reasons, &issued, &e.Error, &e.BundleVersion, &evalUS, &in); err != nil {
 			return nil, fmt.Errorf("decisionlog: query: %w", err)
 		}
 		e.At = time.UnixMilli(at)

@@ -26,7 +26,8 @@ CREATE TABLE policy_activations (
 
 -- The decision log (package policies/decisionlog): one row per token request
 -- that reached a decision. at is unix MILLISECONDS; list columns are JSON
--- arrays; input is the JSON policy input (verified claims, never a token), ''
+-- arrays; error is the OAuth error code the request ended with ('' when a
+-- token was issued); input is the JSON policy input (verified claims, never a token), ''
 -- when no policy ran. Rows are pruned after policies.decision_retention.
 CREATE TABLE decisions (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -42,6 +43,7 @@ CREATE TABLE decisions (
     allowed        INTEGER NOT NULL,
     reasons        TEXT NOT NULL DEFAULT '[]',
     issued         TEXT NOT NULL DEFAULT '[]',
+    error          TEXT NOT NULL DEFAULT '',
     bundle_version TEXT NOT NULL DEFAULT '',
     eval_us        BIGINT NOT NULL DEFAULT 0,
     input          TEXT NOT NULL DEFAULT ''
