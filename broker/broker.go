@@ -111,6 +111,7 @@ type Broker struct {
 	decisions DecisionRecorder
 	log       *slog.Logger
 	clock     func() time.Time
+	own       *verifiedCache[*ownToken]
 }
 
 // New composes the fosite provider with mandate's grant handlers.
@@ -139,6 +140,7 @@ func New(cfg Config, d Deps) (*Broker, error) {
 	b := &Broker{
 		cfg: cfg, clients: d.Clients, keys: d.Keys, upstream: d.Upstream, ledger: d.Ledger,
 		grants: d.Grants, decider: d.Decider, decisions: d.Decisions, log: d.Logger, clock: d.Clock,
+		own: newVerifiedCache[*ownToken](50000),
 	}
 	if b.log == nil {
 		b.log = slog.Default()

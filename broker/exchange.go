@@ -437,10 +437,11 @@ func (b *Broker) verifySubject(ctx context.Context, raw, typ string, now time.Ti
 		return nil, tokenParamError("subject_token", err)
 	}
 	if iss == b.cfg.Issuer {
-		c, err := parseOwnToken(raw, b.cfg.Issuer, b.keys, now, b.cfg.Leeway)
+		t, err := b.ownToken(raw, now, b.cfg.Leeway)
 		if err != nil {
 			return nil, tokenParamError("subject_token", err)
 		}
+		c := t.claims
 		kind := policies.SubjectMandate
 		userIss := c.SubjectIssuer
 		if c.SubjectIssuer == "" {
@@ -449,7 +450,7 @@ func (b *Broker) verifySubject(ctx context.Context, raw, typ string, now time.Ti
 		}
 		return &subjectInfo{
 			kind: kind, issuer: userIss, subject: c.Subject, scopes: c.Scopes(),
-			expiry: time.Unix(c.Expiry, 0), claims: c.ToMap(), mandate: c,
+			expiry: time.Unix(c.Expiry, 0), claims: t.m, mandate: c,
 		}, nil
 	}
 	if !b.upstream.Trusted(iss) {
@@ -472,10 +473,11 @@ func (b *Broker) verifyActor(ctx context.Context, raw, typ, clientID string, now
 		return nil, tokenParamError("actor_token", err)
 	}
 	if iss == b.cfg.Issuer {
-		c, err := parseOwnToken(raw, b.cfg.Issuer, b.keys, now, b.cfg.Leeway)
+		t, err := b.ownToken(raw, now, b.cfg.Leeway)
 		if err != nil {
 			return nil, tokenParamError("actor_token", err)
 		}
+		c := t.claims
 		if reason, revoked := b.ledger.Revoked(c.JTI, c.GrantID, c.Ancestors); revoked {
 			return nil, errInvalidRequest("actor_token is no longer valid: %s", reason)
 		}
@@ -483,7 +485,7 @@ func (b *Broker) verifyActor(ctx context.Context, raw, typ, clientID string, now
 		if c.ClientID != clientID || c.Subject != clientID || c.SubjectIssuer != "" {
 			return nil, errInvalidRequest("actor_token does not identify the authenticated client %q", clientID)
 		}
-		return &policies.ActorInput{Issuer: iss, Subject: c.Subject, ClientID: c.ClientID, Claims: c.ToMap()}, nil
+		return &policies.ActorInput{Issuer: iss, Subject: c.Subject, ClientID: c.ClientID, Claims: t.m}, nil
 	}
 	if !b.upstream.Trusted(iss) {
 		return nil, errInvalidRequest("actor_token is invalid: issuer %q is not trusted", truncate(iss, 100))

@@ -37,14 +37,18 @@ func (b *Broker) Introspect(w http.ResponseWriter, r *http.Request) {
 
 func (b *Broker) introspect(raw string) map[string]any {
 	inactive := map[string]any{"active": false}
-	c, err := parseOwnToken(raw, b.cfg.Issuer, b.keys, b.clock(), 0)
+	t, err := b.ownToken(raw, b.clock(), 0)
 	if err != nil {
 		return inactive
 	}
+	c := t.claims
 	if _, revoked := b.ledger.Revoked(c.JTI, c.GrantID, c.Ancestors); revoked {
 		return inactive
 	}
-	m := c.ToMap()
+	m := make(map[string]any, len(t.m)+2)
+	for k, v := range t.m {
+		m[k] = v
+	}
 	m["active"] = true
 	m["token_type"] = "Bearer"
 	return m

@@ -59,6 +59,7 @@ type Upstream struct {
 	clock   func() time.Time
 	leeway  time.Duration
 	minGap  time.Duration
+	tokens  *verifiedCache[*UpstreamToken]
 }
 
 type upstreamIssuer struct {
@@ -82,7 +83,8 @@ type UpstreamOptions struct {
 // NewUpstream validates the issuer list and prepares the JWKS cache. It does not
 // fetch: keys are fetched on first use, so a slow IdP never blocks start-up.
 func NewUpstream(ctx context.Context, issuers []TrustedIssuer, opts UpstreamOptions) (*Upstream, error) {
-	u := &Upstream{issuers: map[string]*upstreamIssuer{}, clock: opts.Clock, leeway: opts.Leeway, minGap: opts.RefreshInterval}
+	u := &Upstream{issuers: map[string]*upstreamIssuer{}, clock: opts.Clock, leeway: opts.Leeway, minGap: opts.RefreshInterval,
+		tokens: newVerifiedCache[*UpstreamToken](50000)}
 	if u.clock == nil {
 		u.clock = time.Now
 	}
@@ -200,7 +202,19 @@ func (u *Upstream) Issuers() []string {
 
 // Verify checks a user token of a trusted issuer: alg allow-list, signature, iss,
 // aud, exp, nbf, iat and sub. Errors are safe to show to the client.
+//
+// A verified token is cached until it expires (the returned value is shared:
+// treat it as read-only); a hit re-checks exp and nbf. A key the IdP withdraws
+// therefore stops being trusted for new tokens at once and for already-verified
+// ones when they expire.
 func (u *Upstream) Verify(ctx context.Context, raw string) (*UpstreamToken, error) {
+	now := u.clock()
+	if t, ok := u.tokens.get(raw, now); ok {
+		if nbf, ok := t.Claims["nbf"].(int64); ok && now.Add(u.leeway).Unix() < nbf {
+			return nil, tokenErr("token is not valid yet")
+		}
+		return t, nil
+	}
 	iss, err := peekIssuer(raw)
 	if err != nil {
 		return nil, err
@@ -228,7 +242,6 @@ func (u *Upstream) Verify(ctx context.Context, raw string) (*UpstreamToken, erro
 	if ka := key.Algorithm().String(); ka != "" && ka != hdr.Alg {
 		return nil, tokenErr("token alg %q does not match its key", hdr.Alg)
 	}
-	now := u.clock()
 	tok, err := jwt.Parse([]byte(raw),
 		jwt.WithKey(jwa.SignatureAlgorithm(hdr.Alg), key),
 		jwt.WithValidate(true),
@@ -251,14 +264,16 @@ func (u *Upstream) Verify(ctx context.Context, raw string) (*UpstreamToken, erro
 			claims[k] = t.Unix()
 		}
 	}
-	return &UpstreamToken{
+	ut := &UpstreamToken{
 		Issuer:   iss,
 		Subject:  tok.Subject(),
 		Scopes:   scopesFromClaims(claims, ui.cfg.ScopeClaim),
 		Audience: tok.Audience(),
 		Expiry:   tok.Expiration(),
 		Claims:   claims,
-	}, nil
+	}
+	u.tokens.put(raw, ut, ut.Expiry.Add(u.leeway).Unix(), now)
+	return ut, nil
 }
 
 func upstreamErr(err error) error {

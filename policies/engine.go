@@ -196,8 +196,8 @@ func (b *Bundle) decide(ctx context.Context, in *Input, timeout time.Duration) (
 	opts := [...]rego.EvalOption{
 		rego.EvalParsedInput(input),
 		rego.EvalExternalCancel(stop),
-		rego.EvalMetrics(metrics.NoOp()),
-		rego.EvalGenerateJSON(termValue),
+		rego.EvalMetrics(metrics.NoOp()), // no per-decision metrics map
+		rego.EvalGenerateJSON(termValue), // no conversion of the result to map[string]any
 		rego.EvalTime(now),
 	}
 	start := time.Now()

@@ -427,15 +427,12 @@ func (l *Ledger) writeBatch(ctx context.Context, batch []TokenRecord) error {
 			time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
 		}
 		err = l.d.InTx(ctx, func(q db.Querier) error {
-			for _, r := range batch {
-				anc, _ := json.Marshal(nonNil(r.Ancestors))
-				act, _ := json.Marshal(nonNil(r.Actors))
-				aud, _ := json.Marshal(nonNil(r.Audience))
-				if _, err := q.Exec(ctx, `INSERT INTO issued_tokens (jti, client_id, subject, subject_issuer, grant_id,
-					parent_jti, ancestors, actors, scope, audience, depth, issued_at, expires_at)
-					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (jti) DO NOTHING`,
-					r.JTI, r.ClientID, r.Subject, r.SubjectIssuer, r.GrantID, r.ParentJTI, string(anc), string(act),
-					r.Scope, string(aud), r.Depth, r.IssuedAt.Unix(), r.ExpiresAt.Unix()); err != nil {
+			// Multi-row INSERTs: one statement per chunk instead of one per record,
+			// which is what keeps SQLite's single writer ahead of the token endpoint.
+			for start := 0; start < len(batch); start += insertChunk {
+				end := min(start+insertChunk, len(batch))
+				stmt, args := insertStatement(batch[start:end])
+				if _, err := q.Exec(ctx, stmt, args...); err != nil {
 					return err
 				}
 			}
@@ -446,6 +443,44 @@ func (l *Ledger) writeBatch(ctx context.Context, batch []TokenRecord) error {
 		}
 	}
 	return err
+}
+
+// insertChunk rows of 13 columns stay under SQLite's historic 999-parameter limit.
+const insertChunk = 70
+
+var insertStatements sync.Map // rows -> statement text
+
+func insertStatement(recs []TokenRecord) (string, []any) {
+	args := make([]any, 0, len(recs)*13)
+	for _, r := range recs {
+		anc, _ := json.Marshal(nonNil(r.Ancestors))
+		act, _ := json.Marshal(nonNil(r.Actors))
+		aud, _ := json.Marshal(nonNil(r.Audience))
+		args = append(args, r.JTI, r.ClientID, r.Subject, r.SubjectIssuer, r.GrantID, r.ParentJTI, string(anc), string(act),
+			r.Scope, string(aud), r.Depth, r.IssuedAt.Unix(), r.ExpiresAt.Unix())
+	}
+	if v, ok := insertStatements.Load(len(recs)); ok {
+		return v.(string), args
+	}
+	var b strings.Builder
+	b.WriteString(`INSERT INTO issued_tokens (jti, client_id, subject, subject_issuer, grant_id, parent_jti, ancestors, actors, scope, audience, depth, issued_at, expires_at) VALUES `)
+	for i := range recs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('(')
+		for j := 0; j < 13; j++ {
+			if j > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString("$" + strconv.Itoa(i*13+j+1))
+		}
+		b.WriteByte(')')
+	}
+	b.WriteString(` ON CONFLICT (jti) DO NOTHING`)
+	stmt := b.String()
+	insertStatements.Store(len(recs), stmt)
+	return stmt, args
 }
 
 func nonNil(s []string) []string {

@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -102,6 +103,18 @@ func TestLedger(t *testing.T) {
 			rec, err := l1.Issued(ctx, "j1")
 			if err != nil || rec.Subject != "alice" || len(rec.Ancestors) != 1 {
 				t.Fatalf("issued record: got %+v, %v", rec, err)
+			}
+
+			// A burst larger than one INSERT chunk is written whole.
+			for i := 0; i < 300; i++ {
+				l1.Record(ledger.TokenRecord{JTI: fmt.Sprintf("burst-%d", i), ClientID: "c", Subject: "s", IssuedAt: now, ExpiresAt: now.Add(time.Minute)})
+			}
+			if err := l1.Flush(fctx); err != nil {
+				t.Fatal(err)
+			}
+			var n int
+			if err := d.QueryRow(ctx, `SELECT COUNT(*) FROM issued_tokens WHERE jti LIKE 'burst-%'`).Scan(&n); err != nil || n != 300 {
+				t.Fatalf("burst: got %d rows, %v; want 300", n, err)
 			}
 
 			// Expired revocations are pruned.
