@@ -27,7 +27,22 @@ lint:
 
 ## bench: the hot-path benchmarks, benchstat-readable
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./broker/... ./policies/... | tee bench.out
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./broker/... ./policies/... ./internal/app/ | tee bench.out
 
 clean:
 	rm -rf bin bench.out
+
+## conformance: run the conformance suite (docs/conformance.md). Against any server:
+##   make conformance CONFORMANCE_CONFIG=target.yaml
+## Against a running mandate whose upstream_issuers trusts http://$(IDP_ADDR), with
+## MANDATE_ADMIN_KEY set (the suite registers its own clients and grants):
+##   make conformance ISSUER=http://127.0.0.1:8080
+CONFORMANCE_CONFIG ?=
+ISSUER   ?= http://$(LISTEN)
+IDP_ADDR ?= 127.0.0.1:9999
+conformance:
+ifneq ($(CONFORMANCE_CONFIG),)
+	$(GO) run ./cmd/mandate conformance --config $(CONFORMANCE_CONFIG)
+else
+	$(GO) run ./cmd/mandate conformance --mandate-url $(ISSUER) --idp-addr $(IDP_ADDR)
+endif

@@ -53,6 +53,7 @@ type CompileError struct {
 	Problems []Problem
 }
 
+// Error lists the problems, one per line after the first.
 func (e *CompileError) Error() string {
 	if len(e.Problems) == 1 {
 		return "1 error: " + e.Problems[0].String()

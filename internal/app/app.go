@@ -98,7 +98,14 @@ func New(ctx context.Context, cfg config.Config, o Options) (a *App, err error) 
 	if err := a.DB.Migrate(ctx); err != nil {
 		return nil, err
 	}
-	a.Keys, err = keys.NewManager(ctx, a.DB, kek, keys.Options{Alg: cfg.Tokens.SigningAlg, MaxTokenLifetime: cfg.Tokens.MaxLifetime, Logger: log, Clock: o.Clock})
+	// Outside dev mode a next key must be published for a while before it signs,
+	// so that edges holding a cached JWKS have fetched it (rotate --now skips this).
+	publishDelay := keys.RecommendedPublishDelay
+	if cfg.Dev {
+		publishDelay = 0
+	}
+	a.Keys, err = keys.NewManager(ctx, a.DB, kek, keys.Options{Alg: cfg.Tokens.SigningAlg, MaxTokenLifetime: cfg.Tokens.MaxLifetime,
+		PublishDelay: publishDelay, Logger: log, Clock: o.Clock})
 	if err != nil {
 		return nil, err
 	}

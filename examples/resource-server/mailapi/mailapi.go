@@ -82,9 +82,9 @@ type Server struct {
 	handler   http.Handler
 }
 
-// Start fetches mandate's keys, starts following its revocation feed until ctx
-// is done, waits (at most 10 s) for the feed's first answer so that no request
-// meets an unsynchronised revocation set, and returns the API.
+// Start fetches mandate's keys and the revocation snapshot (at most 10 s), so
+// that no request meets an unsynchronised revocation set, follows the
+// revocation feed until ctx is done, and returns the API.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
 	log := cfg.Logger
 	if log == nil {
@@ -108,12 +108,16 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mailapi: %w", err)
 	}
-	go func() { _ = feed.Run(ctx) }() // returns ctx's error when ctx ends
+	// The first poll takes the snapshot, here rather than in Run: Run pauses up
+	// to a second after a snapshot that is empty (answered at once, it looks like
+	// a broker that does not hold long-polls), which would delay revocations made
+	// in that second. From the snapshot's cursor on, Run's polls are held.
 	sctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
-	if err := feed.WaitSynced(sctx); err != nil {
+	if err := feed.Poll(sctx, 0); err != nil {
 		return nil, fmt.Errorf("mailapi: revocation feed of %s: %w", cfg.Issuer, err)
 	}
+	go func() { _ = feed.Run(ctx) }() // returns ctx's error when ctx ends
 	return &Server{Validator: v, Feed: feed, handler: NewHandler(v, log)}, nil
 }
 
