@@ -46,3 +46,7 @@ ifneq ($(CONFORMANCE_CONFIG),)
 else
 	$(GO) run ./cmd/mandate conformance --mandate-url $(ISSUER) --idp-addr $(IDP_ADDR)
 endif
+
+## demo: the whole delegation story end to end, in-process on loopback (examples/demo)
+demo:
+	$(GO) run ./examples/demo

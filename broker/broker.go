@@ -313,6 +313,14 @@ func (b *Broker) tokenRequest(ctx context.Context, r *http.Request, sess *Sessio
 		if err := b.checkAssertionLifetime(a); err != nil {
 			return nil, err
 		}
+		ar, err := b.provider.NewAccessRequest(ctx, r, sess)
+		if _, ok := IsOAuthError(err); err != nil && !ok && sess.Audit == nil {
+			// fosite's assertion checks return some failures as plain errors; before
+			// a handler ran, any failure here is the client's authentication.
+			b.log.Debug("client assertion refused", "err", err)
+			return nil, oauthError("invalid_client", http.StatusUnauthorized, "client_assertion could not be verified")
+		}
+		return ar, err
 	}
 	return b.provider.NewAccessRequest(ctx, r, sess)
 }
@@ -335,6 +343,8 @@ func (b *Broker) checkAssertionLifetime(a string) error {
 	}
 	var c struct {
 		Exp json.Number `json:"exp"`
+		Nbf json.Number `json:"nbf"`
+		Iat json.Number `json:"iat"`
 	}
 	if err := json.Unmarshal(pb, &c); err != nil {
 		return oauthError("invalid_client", http.StatusUnauthorized, "client_assertion claims are malformed")
@@ -343,8 +353,22 @@ func (b *Broker) checkAssertionLifetime(a string) error {
 	if err != nil {
 		return oauthError("invalid_client", http.StatusUnauthorized, "client_assertion needs a numeric exp")
 	}
-	if time.Unix(exp, 0).Sub(b.clock()) > maxAssertionLifetime {
+	now := b.clock()
+	if time.Unix(exp, 0).Sub(now) > maxAssertionLifetime {
 		return oauthError("invalid_client", http.StatusUnauthorized, "client_assertion exp is more than %s ahead; use short-lived assertions", maxAssertionLifetime)
+	}
+	// fosite checks these times without leeway and reports a failure as a plain
+	// error, not an OAuth one; check them the same way first so that the client
+	// gets invalid_client (RFC 7523 §3.2), not server_error.
+	n := now.Unix()
+	if n > exp {
+		return oauthError("invalid_client", http.StatusUnauthorized, "client_assertion has expired")
+	}
+	if nbf, err := c.Nbf.Int64(); err == nil && nbf > n {
+		return oauthError("invalid_client", http.StatusUnauthorized, "client_assertion is not valid yet (nbf)")
+	}
+	if iat, err := c.Iat.Int64(); err == nil && iat > n {
+		return oauthError("invalid_client", http.StatusUnauthorized, "client_assertion was issued in the future (iat); check the client's clock")
 	}
 	return nil
 }

@@ -31,8 +31,12 @@ const (
 	policiesMaxEvalBody   = 1 << 20
 )
 
-// policiesSimulateTimeout bounds one simulation, below the server's write timeout.
-const policiesSimulateTimeout = 10 * time.Second
+// A simulation answers within the server's write timeout (15s by default):
+// the candidate's tests get a few seconds, the replay a few more.
+const (
+	policiesSimulateTestsTimeout = 4 * time.Second
+	policiesSimulateTimeout      = 9 * time.Second
+)
 
 // policiesMaxSince is the furthest back a simulation or a decision query may look.
 const policiesMaxSince = 400 * 24 * time.Hour
@@ -365,7 +369,9 @@ func (a *policiesAPI) simulate(c echo.Context) error {
 		}
 		// The tests are reported, not required: a simulation is how a
 		// team sees what a change does before fixing its tests.
-		rep, err := policies.RunTests(ctx, b)
+		tctx, cancel := context.WithTimeout(ctx, policiesSimulateTestsTimeout)
+		rep, err := policies.RunTests(tctx, b)
+		cancel()
 		if err == nil {
 			report = &rep
 		}

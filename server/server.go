@@ -217,6 +217,8 @@ func revocationFeed(l *ledger.Ledger) echo.HandlerFunc {
 		if len(since) > 64 {
 			return APIError(c, http.StatusBadRequest, "invalid_request", "since is not a cursor")
 		}
+		// A long poll outlives the server's write timeout; extend it for this response.
+		_ = http.NewResponseController(c.Response().Writer).SetWriteDeadline(time.Now().Add(time.Duration(wait)*time.Second + 10*time.Second))
 		entries, next, reset := l.Changes(c.Request().Context(), since, time.Duration(wait)*time.Second)
 		if entries == nil {
 			entries = []ledger.Entry{}

@@ -194,6 +194,7 @@ func (f *Feed) Run(ctx context.Context) error {
 	failures := 0
 	for {
 		start := time.Now()
+		prev := f.Cursor()
 		n, err := f.poll(ctx, f.wait)
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -204,9 +205,10 @@ func (f *Feed) Run(ctx context.Context) error {
 			failures++
 			pause = backoff(failures, f.minBackoff, f.maxBackoff)
 			f.log.Warn("edge: revocation feed poll failed", "url", f.url, "error", err, "failures", failures, "retry_in", pause)
-		case n == 0 && time.Since(start) < feedMinEmptyPoll:
-			// A broker that answers "nothing new" at once is not holding the poll; do not
-			// spin against it.
+		case n == 0 && f.Cursor() == prev && time.Since(start) < feedMinEmptyPoll:
+			// A broker that answers "nothing new" at once, without moving the cursor, is
+			// not holding the poll; do not spin against it. (The first answer, an empty
+			// snapshot that sets the cursor, is followed at once by a real long poll.)
 			failures = 0
 			pause = feedMinEmptyPoll - time.Since(start)
 		default:

@@ -20,10 +20,13 @@ type grantCaller struct {
 }
 
 func (c *grantCaller) flags(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&c.userToken, "user-token", os.Getenv("MANDATE_USER_TOKEN"), "act as the user with their upstream token (env MANDATE_USER_TOKEN); without it the admin API is used")
+	cmd.Flags().StringVar(&c.userToken, "user-token", "", "act as the user with their upstream token (default: env MANDATE_USER_TOKEN); without it the admin API is used")
 }
 
 func (c *grantCaller) call(method, path string, body, out any) error {
+	if c.userToken == "" {
+		c.userToken = os.Getenv("MANDATE_USER_TOKEN")
+	}
 	if c.userToken != "" {
 		tok, err := tokenArg(c.userToken)
 		if err != nil {

@@ -26,6 +26,11 @@ func main() {
 func newRoot() *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{
+		PersistentPreRun: func(*cobra.Command, []string) {
+			if g.adminKey == "" {
+				g.adminKey = os.Getenv("MANDATE_ADMIN_KEY")
+			}
+		},
 		Use:           "mandate",
 		Short:         "mandate: an OAuth 2.0 token-exchange broker for AI agents",
 		SilenceUsage:  true,
@@ -33,7 +38,9 @@ func newRoot() *cobra.Command {
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.url, "url", envOr("MANDATE_URL", "http://127.0.0.1:8080"), "mandate server URL (env MANDATE_URL)")
-	pf.StringVar(&g.adminKey, "admin-key", os.Getenv("MANDATE_ADMIN_KEY"), "admin API key (env MANDATE_ADMIN_KEY)")
+	// Secrets are read from the environment at run time, never as flag defaults,
+	// so that --help does not print them.
+	pf.StringVar(&g.adminKey, "admin-key", "", "admin API key (default: env MANDATE_ADMIN_KEY)")
 	pf.BoolVar(&g.json, "json", false, "print one JSON object (snake_case fields, as in the API)")
 	root.AddCommand(newServeCmd(), newMigrateCmd(), newClientCmd(g), newTokenCmd(g), newKeysCmd(g))
 	for _, extra := range extraCommands {

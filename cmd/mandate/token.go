@@ -23,10 +23,13 @@ type clientCreds struct{ id, secret string }
 
 func (c *clientCreds) flags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&c.id, "client-id", os.Getenv("MANDATE_CLIENT_ID"), "client id (env MANDATE_CLIENT_ID)")
-	cmd.Flags().StringVar(&c.secret, "client-secret", os.Getenv("MANDATE_CLIENT_SECRET"), "client secret (env MANDATE_CLIENT_SECRET)")
+	cmd.Flags().StringVar(&c.secret, "client-secret", "", "client secret (default: env MANDATE_CLIENT_SECRET)")
 }
 
 func (c *clientCreds) check() error {
+	if c.secret == "" {
+		c.secret = os.Getenv("MANDATE_CLIENT_SECRET")
+	}
 	if c.id == "" || c.secret == "" {
 		return errors.New("client credentials needed: --client-id and --client-secret (or MANDATE_CLIENT_ID, MANDATE_CLIENT_SECRET)")
 	}

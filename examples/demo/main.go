@@ -50,8 +50,9 @@ func main() {
 	}
 	slog.SetDefault(log) // a few server handlers log through the default logger
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Stdout, options{Timeout: *timeout, Logger: log}); err != nil {
+	err := run(ctx, os.Stdout, options{Timeout: *timeout, Logger: log})
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}

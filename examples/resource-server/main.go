@@ -29,8 +29,9 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr, os.Getenv); err != nil {
+	err := run(ctx, os.Args[1:], os.Stderr, os.Getenv)
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) { // -h has printed the usage
 		fmt.Fprintln(os.Stderr, "resource-server:", err)
 		os.Exit(1)
 	}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,7 +57,7 @@ type App struct {
 	edge     *edgeValidator
 	syncedAt atomic.Int64 // unix nanos of the last successful revocation sync
 	stop     context.CancelFunc
-	stopped  chan struct{}
+	workers  sync.WaitGroup
 }
 
 // Options adjust New for tests.
@@ -70,15 +71,15 @@ type Options struct {
 }
 
 // New builds a node; Close releases it. cfg must have been through Finish.
-func New(ctx context.Context, cfg config.Config, o Options) (a *App, err error) {
+func New(ctx context.Context, cfg config.Config, o Options) (_ *App, err error) {
 	log := o.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	a = &App{Config: cfg, Log: log, stopped: make(chan struct{})}
+	a := &App{Config: cfg, Log: log}
 	defer func() {
 		if err != nil {
-			a.Close()
+			a.Close() // releases whatever was opened before the failure
 		}
 	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -199,9 +200,13 @@ func New(ctx context.Context, cfg config.Config, o Options) (a *App, err error) 
 
 	bg, stop := context.WithCancel(context.Background())
 	a.stop = stop
-	go a.listener.Run(bg)
-	go a.edge.follow(bg)
-	go a.background(bg)
+	for _, run := range []func(context.Context){a.listener.Run, a.edge.follow, a.background} {
+		a.workers.Add(1)
+		go func() {
+			defer a.workers.Done()
+			run(bg)
+		}()
+	}
 	return a, nil
 }
 
@@ -212,7 +217,7 @@ func (a *App) Handler() http.Handler { return a.Echo }
 func (a *App) Close() {
 	if a.stop != nil {
 		a.stop()
-		<-a.stopped
+		a.workers.Wait()
 		a.stop = nil
 	}
 	if a.Ledger != nil {
@@ -240,7 +245,6 @@ func (a *App) ready(ctx context.Context) error {
 
 // background keeps this node in step with the others: revocations, keys, pruning.
 func (a *App) background(ctx context.Context) {
-	defer close(a.stopped)
 	sync := time.NewTicker(a.Config.Revocations.SyncInterval)
 	defer sync.Stop()
 	reload := time.NewTicker(10 * time.Second)

@@ -224,7 +224,8 @@ func TestNoTokensStored(t *testing.T) {
 		in := a.Input.(*policies.Input)
 		in.Subject.Claims["id_token"] = tok
 		in.Subject.Claims["ext"] = map[string]any{"upstream_token": "Bearer " + jwe, "tenant": "acme.example.com"}
-		in.Subject.Claims["tokens"] = []any{tok, "v1.2.3"}
+		in.Subject.Claims["tokens"] = []any{tok, "v1.2.3", "line\n" + tok, "\x01" + jwe}
+		in.Subject.Claims["multiline"] = "first line\n" + tok
 		in.Actor = &policies.ActorInput{Subject: "agent-mail", Claims: map[string]any{"assertion": tok, "attested": true}}
 		a.Reasons = []string{"the claim " + tok + " is refused"}
 		a.Subject = tok // a broker bug must not leak either

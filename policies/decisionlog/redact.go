@@ -41,30 +41,51 @@ func findToken(s string) (start, end int) {
 	return -1, -1
 }
 
-// tokenInRun looks for a token in a run of base64url characters and dots.
+// maxGlued is how many token characters may precede a header in a run: in
+// a JSON document an escape glues up to five ("\u0001eyJ..." reads
+// "u0001eyJ..."), and in text a token may follow a word without a space.
+const maxGlued = 6
+
+// tokenInRun looks for a token in a run of base64url characters and dots,
+// without allocating: it runs over every string the log stores.
 func tokenInRun(run string) (start, end int) {
-	if strings.Count(run, ".") < 2 {
-		return -1, -1
-	}
-	segs := strings.Split(run, ".")
-	off := 0
-	for k, seg := range segs {
-		if len(seg) >= 8 && seg[0] == 'e' && len(segs)-k >= 3 {
-			if hdr, ok := decodeHeader(seg); ok {
-				n := 3
-				if hdr.enc && len(segs)-k >= 5 {
-					n = 5
-				}
-				end := off
-				for _, s := range segs[k : k+n] {
-					end += len(s) + 1
-				}
-				return off, end - 1
-			}
+	for segStart := 0; ; {
+		segEnd := nextDot(run, segStart)
+		if segEnd == len(run) {
+			return -1, -1 // the last segment: no payload and signature after it
 		}
-		off += len(seg) + 1
+		payloadEnd := nextDot(run, segEnd+1)
+		if payloadEnd == len(run) {
+			return -1, -1
+		}
+		seg := run[segStart:segEnd]
+		for j := 0; j <= maxGlued && len(seg)-j >= 8; j++ {
+			if seg[j] != 'e' {
+				continue
+			}
+			hdr, ok := decodeHeader(seg[j:])
+			if !ok {
+				continue
+			}
+			end := nextDot(run, payloadEnd+1) // JWS: header.payload.signature
+			if hdr.enc && end < len(run) {
+				// JWE: header.key.iv.ciphertext.tag, when the run holds five segments.
+				if tagStart := nextDot(run, end+1); tagStart < len(run) {
+					end = nextDot(run, tagStart+1)
+				}
+			}
+			return segStart + j, end
+		}
+		segStart = segEnd + 1
 	}
-	return -1, -1
+}
+
+// nextDot is the index of the first '.' in s at or after from, or len(s).
+func nextDot(s string, from int) int {
+	if i := strings.IndexByte(s[from:], '.'); i >= 0 {
+		return from + i
+	}
+	return len(s)
 }
 
 type header struct{ enc bool }

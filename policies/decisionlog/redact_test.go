@@ -30,6 +30,10 @@ func TestFindToken(t *testing.T) {
 		{"token=" + testJWS + "&x=1", testJWS},
 		{`{"id_token":"` + testJWS + `"}`, testJWS},
 		{"prefix." + testJWS, testJWS},
+		{"Bearer" + testJWS, testJWS},
+		{`line\n` + testJWS, testJWS},  // as JSON escapes a newline
+		{`x\u0001` + testJWS, testJWS}, // as JSON escapes a control character
+		{"abcdefgh" + testJWS, ""},     // too far glued: not read as a token
 		{"mail.example.com", ""},
 		{"https://files.example.com/alice/report.v1.pdf", ""},
 		{"1.2.3", ""},
@@ -65,7 +69,7 @@ func TestRedactString(t *testing.T) {
 }
 
 func TestSanitizeJSON(t *testing.T) {
-	doc := `{"subject":{"claims":{"sub":"alice","id_token":"` + testJWS + `","email":"alice@example.com",
+	doc := `{"subject":{"claims":{"sub":"alice","id_token":"` + testJWS + `","email":"alice@example.com","note":"a\n` + testJWS + `",
 		"ext":{"upstream":"Bearer ` + testJWE + `","host":"mail.example.com","n":12345678901234567890},
 		"list":["ok","` + testJWS + `"],"` + testJWS + `":true}}}`
 	out, err := sanitizeJSON([]byte(doc))

@@ -608,18 +608,19 @@ func (r *Registry) latest(ctx context.Context) (int64, string, error) {
 
 // bootstrap records b as the first activation when none is recorded yet, and
 // returns the latest activation either way: another node starting at the
-// same time may have recorded its own first.
-func (r *Registry) bootstrap(ctx context.Context, b *policies.Bundle, report policies.TestReport) (*Activation, error) {
+// same time may have recorded its own first. recorded reports whether b's
+// activation is the one recorded here.
+func (r *Registry) bootstrap(ctx context.Context, b *policies.Bundle, report policies.TestReport) (act *Activation, recorded bool, err error) {
 	filesJSON, err := json.Marshal(b.Files)
 	if err != nil {
-		return nil, fmt.Errorf("encode files: %w", err)
+		return nil, false, fmt.Errorf("encode files: %w", err)
 	}
 	reportJSON, err := json.Marshal(report)
 	if err != nil {
-		return nil, fmt.Errorf("encode test report: %w", err)
+		return nil, false, fmt.Errorf("encode test report: %w", err)
 	}
-	var act *Activation
 	err = r.d.InTx(ctx, func(q db.Querier) error {
+		act, recorded = nil, false
 		if err := r.lock(ctx, q); err != nil {
 			return err
 		}
@@ -651,12 +652,13 @@ func (r *Registry) bootstrap(ctx context.Context, b *policies.Bundle, report pol
 			return fmt.Errorf("a different bundle is stored as %s (sha256 %s, this node's is %s): %w", b.Version, sha, b.Digest, ErrConflict)
 		}
 		act = &Activation{Version: b.Version, ActivatedBy: SystemActor, At: now, Action: ActionBootstrap}
+		recorded = true
 		return r.insertActivation(ctx, q, act)
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return act, nil
+	return act, recorded, nil
 }
 
 // applyLocal hands an activation made by this process to its Syncers.

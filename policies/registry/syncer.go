@@ -77,10 +77,14 @@ func (s *Syncer) Start(ctx context.Context, fallback *policies.Bundle) error {
 		if !report.OK() {
 			return fmt.Errorf("registry: start: %w", failedTests(fallback.Version, report))
 		}
-		s.reg.cachePut(fallback, true)
-		act, err = s.reg.bootstrap(ctx, fallback, report)
+		var recorded bool
+		act, recorded, err = s.reg.bootstrap(ctx, fallback, report)
 		if err != nil {
 			return fmt.Errorf("registry: start: record %s as the first activation: %w", fallback.Version, err)
+		}
+		if recorded {
+			// Stored from this very bundle: no need to compile it again.
+			s.reg.cachePut(fallback, true)
 		}
 	} else if err != nil {
 		return fmt.Errorf("registry: start: %w", err)

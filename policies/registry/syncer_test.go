@@ -237,3 +237,22 @@ func TestSyncerStartNeedsAFallback(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncerStartSameVersionOtherFiles: a node whose start-up bundle has the
+// recorded version's name but other files runs the recorded files.
+func TestSyncerStartSameVersionOtherFiles(t *testing.T) {
+	eachBackend(t, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		a, b := newNode(d), newNode(d)
+		mine := compiled(t, "dir:policies", bundleFiles("a"))
+		if err := a.sync.Start(ctx, mine); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.sync.Start(ctx, compiled(t, "dir:policies", bundleFiles("b"))); err != nil {
+			t.Fatal(err)
+		}
+		if got := b.eng.Active().Digest; got != mine.Digest {
+			t.Errorf("node b runs %s, want the recorded files %s", got, mine.Digest)
+		}
+	})
+}

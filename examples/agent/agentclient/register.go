@@ -33,6 +33,7 @@ type APIError struct {
 	Description string `json:"error_description"`
 }
 
+// Error shows the code, the description and the status.
 func (e *APIError) Error() string {
 	return fmt.Sprintf("%s: %s (HTTP %d)", e.Code, e.Description, e.Status)
 }
@@ -61,7 +62,8 @@ func Register(ctx context.Context, hc *http.Client, issuer, adminKey string, r R
 	if err == nil {
 		return true, nil
 	}
-	if ae := (*APIError)(nil); !errors.As(err, &ae) || ae.Status != http.StatusConflict {
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusConflict {
 		return false, fmt.Errorf("agentclient: register %s: %w", r.ClientID, err)
 	}
 	if err := adminCall(ctx, hc, http.MethodPatch, base+"/"+url.PathEscape(r.ClientID), adminKey, map[string]any{"jwks": jwks}); err != nil {
