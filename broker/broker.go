@@ -376,6 +376,12 @@ func (b *Broker) checkAssertionLifetime(a string) error {
 // writeError writes an RFC 6749 §5.2 error. Unknown errors become server_error
 // here, once, and are logged without any token or secret.
 func (b *Broker) writeError(ctx context.Context, w http.ResponseWriter, r *http.Request, ar fosite.AccessRequester, err error) string {
+	if errors.Is(err, db.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		// fosite wraps a failed client lookup in invalid_client: the client is
+		// not at fault, the store is unreachable.
+		b.log.Warn("token request: store unavailable", "err", err)
+		err = errUnavailable("a store this request needs is unreachable; retry shortly")
+	}
 	var rfc *fosite.RFC6749Error
 	if !errors.As(err, &rfc) {
 		b.log.Error("token request failed", "err", err)

@@ -94,6 +94,9 @@ func (h *ClientCredentialsHandler) HandleTokenEndpointRequest(ctx context.Contex
 	if err != nil {
 		audit.Reasons = []string{"policy error: " + err.Error()}
 		b.log.Error("policy evaluation failed; denying", "client_id", client.ID, "err", err)
+		if errors.Is(err, policies.ErrTimeout) {
+			return errUnavailable("the token policy did not decide in time; retry shortly")
+		}
 		return errInvalidGrant("the token policy could not be evaluated, so the request is denied")
 	}
 	audit.Reasons = dec.Reasons

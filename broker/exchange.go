@@ -271,6 +271,10 @@ func (h *ExchangeHandler) HandleTokenEndpointRequest(ctx context.Context, ar fos
 	if err != nil {
 		audit.Reasons = []string{"policy error: " + err.Error()}
 		b.log.Error("policy evaluation failed; denying", "client_id", client.ID, "err", err)
+		if errors.Is(err, policies.ErrTimeout) {
+			// Still no token (default deny), but nothing is wrong with the grant: retry.
+			return errUnavailable("the exchange policy did not decide in time; retry shortly")
+		}
 		return errInvalidGrant("the exchange policy could not be evaluated, so the request is denied")
 	}
 	audit.Reasons = dec.Reasons

@@ -661,10 +661,15 @@ func policiesFail(c echo.Context, err error) error {
 		return APIError(c, http.StatusConflict, "conflict", "there is no earlier bundle to roll back to")
 	case errors.Is(err, registry.ErrConflict):
 		return APIError(c, http.StatusConflict, "conflict", "a bundle of that version already exists; versions are immutable, push under a new one")
-	case errors.Is(err, db.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	case errors.Is(err, db.ErrUnavailable):
 		slog.WarnContext(ctx, "policy API: unavailable", slog.Any("err", err))
 		c.Response().Header().Set("Retry-After", "1")
 		return APIError(c, http.StatusServiceUnavailable, "temporarily_unavailable", "the policy store is unavailable; retry")
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		slog.WarnContext(ctx, "policy API: out of time", slog.Any("err", err))
+		c.Response().Header().Set("Retry-After", "1")
+		return APIError(c, http.StatusServiceUnavailable, "temporarily_unavailable",
+			"the request ran out of time (compiling and testing a large bundle takes a while, or the store is slow); retry")
 	}
 	slog.ErrorContext(ctx, "policy API: request failed", slog.String("path", c.Request().URL.Path), slog.Any("err", err))
 	return APIError(c, http.StatusInternalServerError, "server_error", "the server could not complete the request")

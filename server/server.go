@@ -41,6 +41,10 @@ type Options struct {
 	Logger       *slog.Logger
 	MaxBodyBytes int64
 	MaxInFlight  int
+	// RequestTimeout bounds each request's work (database.query_timeout), so
+	// that an unresponsive database fails requests fast; 0 = no bound. The
+	// revocation feed's long poll and /readyz have bounds of their own.
+	RequestTimeout time.Duration
 	// Metrics, when set, are observed and served at /metrics.
 	Metrics *Metrics
 	// Validate serves GET /validate (forward auth for gateways); nil leaves it out.
@@ -65,6 +69,9 @@ func New(o Options) *echo.Echo {
 	if o.Metrics != nil {
 		e.Use(o.Metrics.Middleware())
 		e.GET("/metrics", echo.WrapHandler(o.Metrics.Handler()))
+	}
+	if o.RequestTimeout > 0 {
+		e.Use(requestTimeout(o.RequestTimeout))
 	}
 	if o.MaxInFlight > 0 {
 		e.Use(inFlightLimit(o.MaxInFlight))
@@ -334,5 +341,22 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		}
 		log.Error("request failed", "path", c.Request().URL.Path, "err", err)
 		_ = APIError(c, http.StatusInternalServerError, "server_error", "the server could not complete the request")
+	}
+}
+
+// requestTimeout puts a deadline on each request's context, which every
+// database call honours.
+func requestTimeout(d time.Duration) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			switch c.Request().URL.Path {
+			case "/v1/revocations", "/readyz":
+				return next(c)
+			}
+			ctx, cancel := context.WithTimeout(c.Request().Context(), d)
+			defer cancel()
+			c.SetRequest(c.Request().WithContext(ctx))
+			return next(c)
+		}
 	}
 }

@@ -420,30 +420,54 @@ func (l *Ledger) writer() {
 }
 
 func (l *Ledger) writeBatch(ctx context.Context, batch []TokenRecord) error {
-	// A failed batch is retried a few times: the database may be restarting.
+	// While the database is unreachable the batch is retried with capped
+	// backoff until it is written (records queue behind it, bounded by
+	// QueueSize); once the ledger is closing, for writeCloseGrace more at most.
+	// Other errors are retried a few times, then the batch is given up.
 	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		if attempt > 0 {
-			time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
-		}
-		err = l.d.InTx(ctx, func(q db.Querier) error {
+	backoff := 100 * time.Millisecond
+	var closing <-chan time.Time
+	for attempt := 0; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, writeAttemptTimeout)
+		err = l.d.InTx(actx, func(q db.Querier) error {
 			// Multi-row INSERTs: one statement per chunk instead of one per record,
 			// which is what keeps SQLite's single writer ahead of the token endpoint.
 			for start := 0; start < len(batch); start += insertChunk {
 				end := min(start+insertChunk, len(batch))
 				stmt, args := insertStatement(batch[start:end])
-				if _, err := q.Exec(ctx, stmt, args...); err != nil {
+				if _, err := q.Exec(actx, stmt, args...); err != nil {
 					return err
 				}
 			}
 			return nil
 		})
+		cancel()
 		if err == nil {
 			return nil
 		}
+		if !errors.Is(err, db.ErrUnavailable) && attempt >= 4 {
+			return err
+		}
+		if closing == nil {
+			select {
+			case <-l.done:
+				closing = time.After(writeCloseGrace)
+			default:
+			}
+		}
+		select {
+		case <-time.After(backoff):
+		case <-closing:
+			return err
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
-	return err
 }
+
+const (
+	writeAttemptTimeout = 10 * time.Second
+	writeCloseGrace     = 10 * time.Second
+)
 
 // insertChunk rows of 13 columns stay under SQLite's historic 999-parameter limit.
 const insertChunk = 70

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -99,6 +100,20 @@ func serve(ctx context.Context, cfg config.Config) error {
 		return err
 	}
 	defer a.Close()
+
+	if addr := os.Getenv("MANDATE_PPROF_ADDR"); addr != "" {
+		// Profiling for operators, on its own listener (never the public one).
+		pl, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("MANDATE_PPROF_ADDR: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		go http.Serve(pl, mux) //nolint:errcheck // ends with the process
+		log.Info("pprof listening", "addr", pl.Addr().String())
+	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

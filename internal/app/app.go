@@ -179,7 +179,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *App, err error) 
 
 	a.Echo = server.New(server.Options{
 		Broker: a.Broker, Keys: a.Keys, Ledger: a.Ledger, AdminKeys: a.Admin, Dev: a.Dev,
-		Ready: a.ready, Logger: log, MaxBodyBytes: cfg.HTTP.MaxBodyBytes, MaxInFlight: cfg.HTTP.MaxInFlight,
+		Ready: a.ready, Logger: log, MaxBodyBytes: cfg.HTTP.MaxBodyBytes, MaxInFlight: cfg.HTTP.MaxInFlight, RequestTimeout: cfg.Database.QueryTimeout,
 		Metrics: a.Metrics, RateLimit: cfg.HTTP.RateLimit, RateBurst: cfg.HTTP.RateBurst, Validate: a.edge,
 		Mount: func(e *echo.Echo, admin, user *echo.Group) {
 			// Registry writes tell the other nodes to drop their caches.

@@ -21,6 +21,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -369,8 +371,13 @@ func mapErr(err error) error {
 		return err
 	}
 	var connErr *pgconn.ConnectError
+	var netErr net.Error
 	if errors.As(err, &connErr) || pgconn.Timeout(err) || errors.Is(err, sql.ErrConnDone) ||
-		strings.Contains(err.Error(), "closed pool") {
+		strings.Contains(err.Error(), "closed pool") ||
+		// The connection broke under the statement (server restarted, network
+		// cut): the database is unreachable, not the request wrong.
+		pgconn.SafeToRetry(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.As(err, &netErr) || errors.Is(err, net.ErrClosed) {
 		return errors.Join(ErrUnavailable, err)
 	}
 	return err

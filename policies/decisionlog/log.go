@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -76,6 +77,8 @@ type Log struct {
 	stop    chan struct{}
 	stopped chan struct{}
 	once    sync.Once
+
+	giveUp bool // the writer's own: the database was down at shutdown
 
 	recorded, written, dropped, failed, blocked atomic.Uint64
 	lastDropLog                                 atomic.Int64 // unix nanos of the last drop warning
@@ -179,27 +182,27 @@ func (l *Log) drop(ctx context.Context, why string) {
 func (l *Log) convert(ctx context.Context, a *broker.Audit) *row {
 	r := &row{
 		at:            l.clock().UnixMilli(),
-		clientID:      redactString(a.ClientID),
-		subject:       redactString(a.Subject),
-		subjectIssuer: redactString(a.SubjectIssuer),
+		clientID:      clean(a.ClientID),
+		subject:       clean(a.Subject),
+		subjectIssuer: clean(a.SubjectIssuer),
 		actors:        jsonList(a.Actors),
-		grantID:       redactString(a.GrantID),
-		grantType:     a.GrantType,
+		grantID:       clean(a.GrantID),
+		grantType:     clean(a.GrantType),
 		requested:     jsonList(a.Requested),
 		audiences:     jsonList(a.Audiences),
 		allowed:       a.Allowed,
 		reasons:       jsonList(a.Reasons),
 		issued:        jsonList(a.Issued),
-		code:          a.Error,
-		bundleVersion: a.BundleVersion,
+		code:          clean(a.Error),
+		bundleVersion: clean(a.BundleVersion),
 		evalUS:        a.EvalDuration.Microseconds(),
 	}
-	if a.Input != nil {
+	if pin, typed := a.Input.(*policies.Input); a.Input != nil && (!typed || pin != nil) {
 		var (
 			in  []byte
 			err error
 		)
-		if pin, ok := a.Input.(*policies.Input); ok && pin != nil {
+		if typed {
 			in, err = pin.MarshalJSON() // skips json.Marshal's second pass over the output
 		} else {
 			in, err = json.Marshal(a.Input)
@@ -217,6 +220,20 @@ func (l *Log) convert(ctx context.Context, a *broker.Audit) *row {
 		}
 	}
 	return r
+}
+
+// clean makes s safe to store: no token, valid UTF-8, no NUL (PostgreSQL
+// refuses both in TEXT, and a row it refuses must not be retried forever).
+// The JSON columns need no such care: encoding/json escapes both.
+func clean(s string) string {
+	s = redactString(s)
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		s = strings.ReplaceAll(s, "\x00", "")
+	}
+	return s
 }
 
 func jsonList(ss []string) string {
@@ -277,34 +294,90 @@ func (l *Log) run() {
 	}
 }
 
-// write stores a batch, retrying a few times: the database may be
-// restarting. Once Close was called it tries each batch once, so that a
-// shutdown with the database down does not wait for every retry. A batch
-// that still fails is counted in Stats().Failed.
+// Retry pacing of a batch the database refused.
+const (
+	retryFirst = 50 * time.Millisecond
+	retryMax   = 2 * time.Second
+	// permanentAttempts is how often a batch is tried when the error does
+	// not look like an outage, before its rows are tried one by one.
+	permanentAttempts = 3
+)
+
+// write stores a batch. While the database is unreachable it keeps trying,
+// backing off up to retryMax: decisions wait in the queue, and only when the
+// queue is full does RecordDecision start dropping (and counting). Any other
+// error is retried a few times, then the rows are stored one by one, so that
+// one row the database refuses cannot take its batch, or the writer, down
+// with it. Once Close was called a batch is tried once, and after a failure
+// the rest of the queue is counted as failed without trying: a shutdown
+// with the database down must not wait on every batch. Lost decisions are
+// counted in Stats().Failed.
 func (l *Log) write(batch []*row) error {
+	if l.giveUp {
+		l.failed.Add(uint64(len(batch)))
+		return fmt.Errorf("decisionlog: write %d decisions: the database was unreachable at shutdown", len(batch))
+	}
 	ctx := context.Background()
-	var err error
-	for attempt := range 5 {
-		if attempt > 0 {
-			select {
-			case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
-			case <-l.stop:
-			}
-		}
-		if err = l.insert(ctx, batch); err == nil {
+	backoff := retryFirst
+	for attempt := 1; ; attempt++ {
+		err := l.insert(ctx, batch)
+		if err == nil {
 			l.written.Add(uint64(len(batch)))
+			if attempt > 1 {
+				l.log.Info("decision log: writing again", "attempts", attempt)
+			}
 			return nil
 		}
+		outage := errors.Is(err, db.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
+		stopping := l.stopping()
+		switch {
+		case stopping && outage:
+			l.giveUp = true
+			l.failed.Add(uint64(len(batch)))
+			l.log.Error("decision log: the database is unreachable at shutdown; queued decisions are lost", "err", err)
+			return fmt.Errorf("decisionlog: write %d decisions: %w", len(batch), err)
+		case stopping || !outage && attempt >= permanentAttempts:
+			return l.writeEach(ctx, batch, err)
+		}
+		if attempt == 1 {
+			l.log.Warn("decision log: write failed; retrying", "decisions", len(batch), "err", err)
+		}
 		select {
+		case <-time.After(backoff):
 		case <-l.stop:
-		default:
+		}
+		backoff = min(2*backoff, retryMax)
+	}
+}
+
+// writeEach stores the rows of a refused batch one by one, counting those
+// the database still refuses.
+func (l *Log) writeEach(ctx context.Context, batch []*row, batchErr error) error {
+	var lost int
+	var last error
+	for _, r := range batch {
+		if err := l.insert(ctx, []*row{r}); err != nil {
+			lost++
+			last = err
 			continue
 		}
-		break
+		l.written.Add(1)
 	}
-	l.failed.Add(uint64(len(batch)))
-	l.log.Error("decision log: decisions lost to a database error", "decisions", len(batch), "err", err)
-	return fmt.Errorf("decisionlog: write %d decisions: %w", len(batch), err)
+	if lost == 0 {
+		return nil
+	}
+	l.failed.Add(uint64(lost))
+	l.log.Error("decision log: decisions lost to a database error", "decisions", lost, "err", last, "batch_err", batchErr)
+	return fmt.Errorf("decisionlog: write %d decisions: %w", lost, last)
+}
+
+func (l *Log) stopping() bool {
+	select {
+	case <-l.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 func (l *Log) insert(ctx context.Context, batch []*row) error {

@@ -266,6 +266,32 @@ func TestNoTokensStored(t *testing.T) {
 	})
 }
 
+// TestStringsTheDatabaseRefuses: PostgreSQL refuses NUL and invalid UTF-8
+// in TEXT; such a decision is stored cleaned rather than blocking its batch.
+func TestStringsTheDatabaseRefuses(t *testing.T) {
+	eachBackend(t, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		l := openLog(t, d, decisionlog.Options{})
+		a := audit("agent\x00x", "bad\xff\x00subject", false, "mail:read\x00")
+		a.Input.(*policies.Input).Subject.Claims["odd"] = "nul\x00 and \xfe"
+		a.Reasons = []string{"why\x00\xff"}
+		l.RecordDecision(ctx, a)
+		l.RecordDecision(ctx, audit("agent", "alice", true)) // the same batch
+		flush(t, l)
+		if s := l.Stats(); s.Written != 2 || s.Failed != 0 {
+			t.Fatalf("stats = %+v", s)
+		}
+		got, err := l.Query(ctx, decisionlog.Filter{IncludeInput: true})
+		if err != nil || len(got) != 2 {
+			t.Fatalf("query = %d, %v", len(got), err)
+		}
+		e := got[1]
+		if e.ClientID != "agentx" || e.Subject != "bad\uFFFDsubject" || e.Requested[0] != "mail:read\x00" || e.Reasons[0] != "why\x00\uFFFD" {
+			t.Errorf("entry = %q %q %q %q", e.ClientID, e.Subject, e.Requested, e.Reasons)
+		}
+	})
+}
+
 func TestPrune(t *testing.T) {
 	eachBackend(t, func(t *testing.T, d *db.DB) {
 		ctx := context.Background()

@@ -63,6 +63,9 @@ func TestSimulate(t *testing.T) {
 		noInput := audit("agent-ok", "ivan", false)
 		noInput.Input = nil
 		record(noInput) // no policy ran: skipped
+		typedNil := audit("agent-ok", "judy", false)
+		typedNil.Input = (*policies.Input)(nil)
+		record(typedNil) // skipped too
 		flush(t, l)
 
 		since := testStart.Add(time.Second) // the clock ticks once per decision
@@ -71,7 +74,7 @@ func TestSimulate(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := decisionlog.Report{
-			Candidate: "candidate", Replayed: 8, Skipped: 1, Unchanged: 2, AllowToDeny: 2, DenyToAllow: 1,
+			Candidate: "candidate", Replayed: 8, Skipped: 2, Unchanged: 2, AllowToDeny: 2, DenyToAllow: 1,
 			ScopesNarrowed: 1, ScopesWidened: 1, ScopesChanged: 1,
 		}
 		if rep.Candidate != want.Candidate || rep.Replayed != want.Replayed || rep.Skipped != want.Skipped ||
@@ -118,7 +121,7 @@ func TestSimulate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rep.Replayed+rep.Skipped != 3 || !rep.Truncated {
+		if rep.Replayed+rep.Skipped != 3 || rep.Skipped != 2 || !rep.Truncated {
 			t.Errorf("limited report = %+v", rep)
 		}
 		// A candidate that errors counts as a deny, with its error.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/mandate-dev/mandate/policies"
@@ -83,7 +84,8 @@ func smokeTest(ctx context.Context, b *policies.Bundle, now time.Time) error {
 		if !errors.Is(err, policies.ErrInvalidDecision) {
 			code = "eval_error"
 		}
-		problems = append(problems, Problem{Code: code, Message: fmt.Sprintf("deciding a typical request (%s): %v", name, err)})
+		msg := strings.ReplaceAll(err.Error(), "policies: ", "")
+		problems = append(problems, Problem{Code: code, Message: fmt.Sprintf("deciding a typical request (%s): %s", name, msg)})
 	}
 	if len(problems) == 0 {
 		return nil
