@@ -263,9 +263,23 @@ func accessLog(log *slog.Logger) echo.MiddlewareFunc {
 	}
 }
 
+// ownBodyLimit are routes that bound their bodies themselves (policy bundles
+// are larger than any other request).
+var ownBodyLimit = map[string]bool{"/admin/v1/policies": true, "/admin/v1/policies/simulate": true}
+
+// longRequests are admin routes whose work (compiling and testing a bundle,
+// replaying decisions) legitimately outlasts the per-request database deadline.
+var longRequests = map[string]bool{
+	"/admin/v1/policies": true, "/admin/v1/policies/simulate": true,
+	"/admin/v1/policies/:version/activate": true, "/admin/v1/policies/rollback": true,
+}
+
 func bodyLimit(n int64) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
+			if ownBodyLimit[c.Path()] {
+				return next(c)
+			}
 			r := c.Request()
 			if r.ContentLength > n {
 				return APIError(c, http.StatusRequestEntityTooLarge, "invalid_request", "request body is too large")
@@ -351,6 +365,9 @@ func requestTimeout(d time.Duration) echo.MiddlewareFunc {
 		return func(c echo.Context) error {
 			switch c.Request().URL.Path {
 			case "/v1/revocations", "/readyz":
+				return next(c)
+			}
+			if longRequests[c.Path()] {
 				return next(c)
 			}
 			ctx, cancel := context.WithTimeout(c.Request().Context(), d)

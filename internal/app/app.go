@@ -31,6 +31,8 @@ import (
 	"github.com/mandate-dev/mandate/internal/devissuer"
 	"github.com/mandate-dev/mandate/internal/notify"
 	"github.com/mandate-dev/mandate/policies"
+	"github.com/mandate-dev/mandate/policies/decisionlog"
+	"github.com/mandate-dev/mandate/policies/registry"
 	"github.com/mandate-dev/mandate/server"
 )
 
@@ -47,8 +49,12 @@ type App struct {
 	Dev      *devissuer.Issuer
 	Admin    *adminkey.Store
 	Echo     *echo.Echo
-	Metrics  *server.Metrics
-	Log      *slog.Logger
+	// PolicyRegistry, PolicySync and Decisions are the policy lifecycle and the decision log.
+	PolicyRegistry *registry.Registry
+	PolicySync     *registry.Syncer
+	Decisions      *decisionlog.Log
+	Metrics        *server.Metrics
+	Log            *slog.Logger
 
 	// AdminKey is set when this start created the admin key (show it once).
 	AdminKey string
@@ -136,11 +142,21 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *App, err error) 
 	}
 
 	a.Policies = policies.NewEngine(policies.EngineConfig{Timeout: cfg.Policies.EvalTimeout})
-	if err := a.loadPolicies(ctx); err != nil {
+	startup, err := a.loadPolicies(ctx)
+	if err != nil {
 		return nil, err
 	}
+	// The registry is the record of which bundle runs: the default (or
+	// --policies) bundle only seeds it on the very first start.
+	a.PolicyRegistry = registry.New(a.DB, registry.Options{Logger: log, Clock: o.Clock})
+	a.PolicySync = registry.NewSyncer(a.PolicyRegistry, a.Policies, registry.SyncerOptions{Logger: log})
+	if err := a.PolicySync.Start(ctx, startup); err != nil {
+		return nil, fmt.Errorf("policies: %w", err)
+	}
+	a.Decisions = decisionlog.New(a.DB, decisionlog.Options{Logger: log, Clock: o.Clock})
 
 	a.Metrics = server.NewMetrics(a.DB)
+	a.Metrics.Registry.MustRegister(a.Decisions)
 	a.Metrics.Gauge("mandate_revocations_tokens", "Token revocations in force.", func() float64 { n, _ := a.Ledger.Size(); return float64(n) })
 	a.Metrics.Gauge("mandate_revocations_grants", "Grant revocations in force.", func() float64 { _, n := a.Ledger.Size(); return float64(n) })
 	a.Metrics.Gauge("mandate_issued_records_pending", "Issued-token records waiting to be written.", func() float64 { return float64(a.Ledger.Pending()) })
@@ -187,6 +203,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *App, err error) 
 			user.Use(a.notifyOnWrite)
 			server.RegisterClientAdmin(admin, a.Clients)
 			server.RegisterKeyAdmin(admin, a.Keys)
+			server.RegisterPolicyAdmin(admin, a.PolicyRegistry, a.Policies, a.Decisions)
 			server.RegisterAdminGrants(admin, a.Grants)
 			server.RegisterUserGrants(user, a.Grants, userAuth{a.Broker})
 		},
@@ -197,6 +214,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *App, err error) 
 	a.listener.Handle(notify.Keys, func(ctx context.Context, _ string) { a.reloadKeys(ctx) })
 	a.listener.Handle(notify.Clients, func(context.Context, string) { a.Clients.InvalidateAll() })
 	a.listener.Handle(notify.Grants, func(context.Context, string) { a.Grants.InvalidateAll() })
+	a.listener.Handle(notify.Policies, func(ctx context.Context, _ string) { a.pollPolicies(ctx) })
 
 	bg, stop := context.WithCancel(context.Background())
 	a.stop = stop
@@ -219,6 +237,10 @@ func (a *App) Close() {
 		a.stop()
 		a.workers.Wait()
 		a.stop = nil
+	}
+	if a.Decisions != nil {
+		a.Decisions.Close()
+		a.Decisions = nil
 	}
 	if a.Ledger != nil {
 		a.Ledger.Close()
@@ -251,6 +273,8 @@ func (a *App) background(ctx context.Context) {
 	defer reload.Stop()
 	prune := time.NewTicker(time.Hour)
 	defer prune.Stop()
+	policyPoll := time.NewTicker(500 * time.Millisecond)
+	defer policyPoll.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -259,6 +283,8 @@ func (a *App) background(ctx context.Context) {
 			a.syncRevocations(ctx)
 		case <-reload.C:
 			a.reloadKeys(ctx)
+		case <-policyPoll.C:
+			a.pollPolicies(ctx)
 		case <-prune.C:
 			if _, err := a.Ledger.Prune(ctx); err != nil && ctx.Err() == nil {
 				a.Log.Warn("revocation prune failed", "err", err)
@@ -266,33 +292,43 @@ func (a *App) background(ctx context.Context) {
 			if _, err := a.Keys.Prune(ctx); err != nil && ctx.Err() == nil {
 				a.Log.Warn("key prune failed", "err", err)
 			}
+			if _, err := a.Decisions.Prune(ctx, time.Now().Add(-a.Config.Policies.DecisionRetention)); err != nil && ctx.Err() == nil {
+				a.Log.Warn("decision log prune failed", "err", err)
+			}
 		}
 	}
 }
 
-func (a *App) loadPolicies(ctx context.Context) error {
+func (a *App) pollPolicies(ctx context.Context) {
+	if _, err := a.PolicySync.Poll(ctx); err != nil && ctx.Err() == nil {
+		a.Log.Warn("policy activation poll failed", "err", err)
+	}
+}
+
+// loadPolicies compiles and tests the start-up bundle: the default one, or the
+// --policies folder.
+func (a *App) loadPolicies(ctx context.Context) (*policies.Bundle, error) {
 	files, version := policies.DefaultFiles(), policies.DefaultVersion
 	if dir := a.Config.Policies.Dir; dir != "" {
 		var err error
 		files, err = policies.LoadDir(dir)
 		if err != nil {
-			return fmt.Errorf("policies.dir: %w", err)
+			return nil, fmt.Errorf("policies.dir: %w", err)
 		}
 		version = "dir:" + filepath.Base(dir)
 	}
 	b, err := policies.Compile(ctx, version, files)
 	if err != nil {
-		return fmt.Errorf("policies: %w", err)
+		return nil, fmt.Errorf("policies: %w", err)
 	}
 	rep, err := policies.RunTests(ctx, b)
 	if err != nil {
-		return fmt.Errorf("policies: tests: %w", err)
+		return nil, fmt.Errorf("policies: tests: %w", err)
 	}
 	if !rep.OK() {
-		return fmt.Errorf("policies: bundle %s fails its tests: %d passed, %d failed, %d errored", version, rep.Passed, rep.Failed, rep.Errored)
+		return nil, fmt.Errorf("policies: bundle %s fails its tests: %d passed, %d failed, %d errored", version, rep.Passed, rep.Failed, rep.Errored)
 	}
-	a.Policies.Activate(b)
-	return nil
+	return b, nil
 }
 
 func (a *App) ensureAdminKey(ctx context.Context, want string) (string, error) {
@@ -443,7 +479,7 @@ func (a *App) lastSync() time.Time {
 // recorders fans token decisions out to the metrics (every request) and, later,
 // the decision log.
 func (a *App) recorders() broker.DecisionRecorder {
-	return multiRecorder{a.Metrics}
+	return multiRecorder{a.Metrics, a.Decisions}
 }
 
 type multiRecorder []broker.DecisionRecorder
