@@ -121,7 +121,9 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *App, err error) 
 	if err != nil {
 		return nil, err
 	}
-	a.Ledger, err = ledger.Open(ctx, a.DB, ledger.Options{Logger: log, Clock: o.Clock})
+	// Audit records are written in batches: fewer, larger commits keep the
+	// single SQLite writer ahead of the token endpoint (records land within 50ms).
+	a.Ledger, err = ledger.Open(ctx, a.DB, ledger.Options{Logger: log, Clock: o.Clock, FlushInterval: 50 * time.Millisecond, BatchSize: 2000})
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +155,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *App, err error) 
 	if err := a.PolicySync.Start(ctx, startup); err != nil {
 		return nil, fmt.Errorf("policies: %w", err)
 	}
-	a.Decisions = decisionlog.New(a.DB, decisionlog.Options{Logger: log, Clock: o.Clock})
+	a.Decisions = decisionlog.New(a.DB, decisionlog.Options{Logger: log, Clock: o.Clock, FlushInterval: 50 * time.Millisecond, BatchSize: 2000})
 
 	a.Metrics = server.NewMetrics(a.DB)
 	a.Metrics.Registry.MustRegister(a.Decisions)

@@ -23,8 +23,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -80,6 +82,34 @@ type DB struct {
 	sql     *sql.DB       // SQLite
 	pool    *pgxpool.Pool // PostgreSQL
 	rewrite sync.Map      // SQLite: query -> rewritten query
+	stmts   sync.Map      // SQLite: rewritten query -> *sql.Stmt (prepared once per connection)
+	nstmts  atomic.Int32
+}
+
+// maxCachedStatements bounds the SQLite prepared-statement cache; the queries
+// are the program's own constant strings, so the bound is never reached in practice.
+const maxCachedStatements = 512
+
+// prepared returns the cached prepared statement for q (already rewritten), or
+// nil when it cannot be cached. SQLite parses every statement it runs; reusing a
+// prepared one skips the parse, which dominates small writes.
+func (d *DB) prepared(ctx context.Context, q string) *sql.Stmt {
+	if v, ok := d.stmts.Load(q); ok {
+		return v.(*sql.Stmt)
+	}
+	if d.nstmts.Load() >= maxCachedStatements {
+		return nil
+	}
+	st, err := d.sql.PrepareContext(ctx, q)
+	if err != nil {
+		return nil // the caller runs the statement unprepared and gets the error there
+	}
+	if prev, loaded := d.stmts.LoadOrStore(q, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt)
+	}
+	d.nstmts.Add(1)
+	return st
 }
 
 // Options tune Open. The zero value is sensible.
@@ -176,6 +206,7 @@ func (d *DB) Close() {
 		d.pool.Close()
 	}
 	if d.sql != nil {
+		d.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
 		d.sql.Close()
 	}
 }
@@ -197,7 +228,14 @@ func (d *DB) Exec(ctx context.Context, query string, args ...any) (int64, error)
 		tag, err := d.pool.Exec(ctx, query, args...)
 		return tag.RowsAffected(), mapErr(err)
 	}
-	res, err := d.sql.ExecContext(ctx, d.q(query), args...)
+	q := d.q(query)
+	var res sql.Result
+	var err error
+	if st := d.prepared(ctx, q); st != nil {
+		res, err = st.ExecContext(ctx, args...)
+	} else {
+		res, err = d.sql.ExecContext(ctx, q, args...)
+	}
 	if err != nil {
 		return 0, mapErr(err)
 	}
@@ -210,7 +248,11 @@ func (d *DB) QueryRow(ctx context.Context, query string, args ...any) Row {
 	if d.pool != nil {
 		return pgRow{d.pool.QueryRow(ctx, query, args...)}
 	}
-	return sqlRow{d.sql.QueryRowContext(ctx, d.q(query), args...)}
+	q := d.q(query)
+	if st := d.prepared(ctx, q); st != nil {
+		return sqlRow{st.QueryRowContext(ctx, args...)}
+	}
+	return sqlRow{d.sql.QueryRowContext(ctx, q, args...)}
 }
 
 // Query runs a query returning rows.
@@ -222,7 +264,14 @@ func (d *DB) Query(ctx context.Context, query string, args ...any) (Rows, error)
 		}
 		return &pgRows{rows}, nil
 	}
-	rows, err := d.sql.QueryContext(ctx, d.q(query), args...)
+	q := d.q(query)
+	var rows *sql.Rows
+	var err error
+	if st := d.prepared(ctx, q); st != nil {
+		rows, err = st.QueryContext(ctx, args...)
+	} else {
+		rows, err = d.sql.QueryContext(ctx, q, args...)
+	}
 	if err != nil {
 		return nil, mapErr(err)
 	}
@@ -264,19 +313,44 @@ func (d *DB) q(query string) string {
 	if v, ok := d.rewrite.Load(query); ok {
 		return v.(string)
 	}
-	var b strings.Builder
-	b.Grow(len(query))
+	s := rewritePlaceholders(query)
+	d.rewrite.Store(query, s)
+	return s
+}
+
+// rewritePlaceholders turns $N into SQLite's parameters: a plain ? when the
+// numbers appear exactly as 1, 2, 3, ... (SQLite then binds by position with no
+// name lookup, which matters for statements with hundreds of parameters), and
+// the numbered ?N form otherwise (reordered or repeated parameters).
+func rewritePlaceholders(query string) string {
+	var plain, numbered strings.Builder
+	plain.Grow(len(query))
+	numbered.Grow(len(query))
+	next, inOrder := 1, true
 	for i := 0; i < len(query); i++ {
 		c := query[i]
 		if c == '$' && i+1 < len(query) && query[i+1] >= '0' && query[i+1] <= '9' {
-			b.WriteByte('?')
+			j := i + 1
+			for j < len(query) && query[j] >= '0' && query[j] <= '9' {
+				j++
+			}
+			if n, err := strconv.Atoi(query[i+1 : j]); err != nil || n != next {
+				inOrder = false
+			}
+			next++
+			plain.WriteByte('?')
+			numbered.WriteByte('?')
+			numbered.WriteString(query[i+1 : j])
+			i = j - 1
 			continue
 		}
-		b.WriteByte(c)
+		plain.WriteByte(c)
+		numbered.WriteByte(c)
 	}
-	s := b.String()
-	d.rewrite.Store(query, s)
-	return s
+	if inOrder {
+		return plain.String()
+	}
+	return numbered.String()
 }
 
 type pgRow struct{ r pgx.Row }
@@ -324,7 +398,14 @@ type sqlTx struct {
 }
 
 func (t sqlTx) Exec(ctx context.Context, query string, args ...any) (int64, error) {
-	res, err := t.tx.ExecContext(ctx, t.d.q(query), args...)
+	q := t.d.q(query)
+	var res sql.Result
+	var err error
+	if st := t.d.prepared(ctx, q); st != nil {
+		res, err = t.tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+	} else {
+		res, err = t.tx.ExecContext(ctx, q, args...)
+	}
 	if err != nil {
 		return 0, mapErr(err)
 	}
@@ -332,10 +413,21 @@ func (t sqlTx) Exec(ctx context.Context, query string, args ...any) (int64, erro
 	return n, nil
 }
 func (t sqlTx) QueryRow(ctx context.Context, query string, args ...any) Row {
-	return sqlRow{t.tx.QueryRowContext(ctx, t.d.q(query), args...)}
+	q := t.d.q(query)
+	if st := t.d.prepared(ctx, q); st != nil {
+		return sqlRow{t.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)}
+	}
+	return sqlRow{t.tx.QueryRowContext(ctx, q, args...)}
 }
 func (t sqlTx) Query(ctx context.Context, query string, args ...any) (Rows, error) {
-	rows, err := t.tx.QueryContext(ctx, t.d.q(query), args...)
+	q := t.d.q(query)
+	var rows *sql.Rows
+	var err error
+	if st := t.d.prepared(ctx, q); st != nil {
+		rows, err = t.tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+	} else {
+		rows, err = t.tx.QueryContext(ctx, q, args...)
+	}
 	if err != nil {
 		return nil, mapErr(err)
 	}
