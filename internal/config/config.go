@@ -123,7 +123,7 @@ func Default() Config {
 			WriteTimeout:      15 * time.Second,
 			IdleTimeout:       120 * time.Second,
 			MaxBodyBytes:      64 << 10,
-			MaxInFlight:       1024,
+			MaxInFlight:       256,
 		},
 		Log:         Log{Level: "info", Format: "text"},
 		Database:    Database{MaxConns: 16, ConnectTimeout: 5 * time.Second, QueryTimeout: 3 * time.Second},
