@@ -50,3 +50,16 @@ endif
 ## demo: the whole delegation story end to end, in-process on loopback (examples/demo)
 demo:
 	$(GO) run ./examples/demo
+
+## fuzz: run every fuzz target for FUZZTIME each (seed corpora are checked in under testdata/fuzz)
+FUZZTIME ?= 10s
+fuzz:
+	@for spec in \
+	  ./broker:FuzzParseOwnToken ./broker:FuzzParseExchangeParams \
+	  ./broker/edge:FuzzValidate ./broker/edge:FuzzParseJSONObject \
+	  ./broker/clients:FuzzValidate ./broker/clients:FuzzValidID ./broker/keys:FuzzDERToFixed \
+	  ./policies:FuzzCompile ./policies/decisionlog:FuzzRedactString \
+	  ./server:FuzzClientAdminBodies ./server:FuzzGrantsAPIBodies ./server:FuzzPoliciesAPIEval; do \
+	  pkg=$${spec%%:*}; fn=$${spec##*:}; echo "== $$pkg $$fn"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
