@@ -646,6 +646,17 @@ func TestValidateEndpoint(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// A user's own token of a trusted upstream issuer validates too (no chain, no grant).
+	up := validate("aud="+url.QueryEscape(n.url)+"&scope=mail:read", alice)
+	if up.status != 200 || up.header.Get("X-Mandate-Subject") != "alice" || up.header.Get("X-Mandate-Subject-Issuer") != n.url+"/dev" || up.header.Get("X-Mandate-Actor") != "" {
+		t.Fatalf("upstream token: %d %v", up.status, up.header)
+	}
+	if r := validate("scope=mail:write", alice); r.status != 403 {
+		t.Fatalf("upstream token, missing scope: got %d, want 403", r.status)
+	}
+	if r := validate("aud="+url.QueryEscape(mail), alice); r.status != 401 {
+		t.Fatalf("upstream token, wrong audience: got %d, want 401", r.status)
+	}
 	// After a key rotation, tokens from the new key validate too.
 	n.admin("POST", "/keys/rotate?now=true", nil)
 	r = n.form("/oauth2/token", agent.id, agent.secret, exchangeForm(alice, "scope", "mail:read", "resource", mail))
