@@ -562,3 +562,43 @@ func (l *Ledger) Size() (tokens, grants int) {
 
 // Pending reports how many issued-token records wait for the writer.
 func (l *Ledger) Pending() int { return len(l.queue) }
+
+// RevokeIssuedTo revokes every unexpired token issued to a client (and so, by
+// their ancestor ids, every token derived from them), for a client that is
+// disabled or deleted. It first waits for queued issued-token records, so that
+// tokens issued an instant ago are included. It returns how many it revoked.
+func (l *Ledger) RevokeIssuedTo(ctx context.Context, clientID, reason string) (int, error) {
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err := l.Flush(fctx)
+	cancel()
+	if err != nil {
+		return 0, fmt.Errorf("ledger: revoke tokens of %s: flush: %w", clientID, err)
+	}
+	rows, err := l.d.Query(ctx, `SELECT jti, expires_at FROM issued_tokens WHERE client_id = $1 AND expires_at >= $2`, clientID, l.clock().Unix())
+	if err != nil {
+		return 0, fmt.Errorf("ledger: revoke tokens of %s: %w", clientID, err)
+	}
+	type tok struct {
+		jti string
+		exp int64
+	}
+	var toks []tok
+	for rows.Next() {
+		var t tok
+		if err := rows.Scan(&t.jti, &t.exp); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("ledger: revoke tokens of %s: %w", clientID, err)
+		}
+		toks = append(toks, t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("ledger: revoke tokens of %s: %w", clientID, err)
+	}
+	for i, t := range toks {
+		if err := l.Revoke(ctx, KindToken, t.jti, reason, time.Unix(t.exp, 0).Add(time.Minute)); err != nil {
+			return i, err
+		}
+	}
+	return len(toks), nil
+}

@@ -664,3 +664,35 @@ func TestValidateEndpoint(t *testing.T) {
 		t.Fatalf("token of the rotated key: %d %v", v.status, v.header)
 	}
 }
+
+// TestDisablingAClientRevokesItsTokens: a disabled client's tokens, and the
+// tokens derived from them, stop working at once.
+func TestDisablingAClientRevokesItsTokens(t *testing.T) {
+	n := startNode(t, db.SQLite, dsnFor(t, db.SQLite))
+	mail := "https://api.example.com/mail"
+	a := n.createClient(map[string]any{"client_id": "dis-a", "name": "A", "type": "agent", "scopes": []string{"mail:read"}, "audiences": []string{mail}})
+	b := n.createClient(map[string]any{"client_id": "dis-b", "name": "B", "type": "agent", "scopes": []string{"mail:read"}, "audiences": []string{mail}})
+	alice := n.userToken("alice", "mail:read")
+	if g := n.do("POST", "/v1/grants", "Bearer "+alice, map[string]any{"client_id": a.id, "scopes": []string{"mail:read"},
+		"resources": []string{mail}, "allowed_sub_agents": []string{b.id}, "expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}); g.status != 201 {
+		t.Fatalf("grant: %d %s", g.status, g.raw)
+	}
+	r := n.form("/oauth2/token", a.id, a.secret, exchangeForm(alice, "audience", b.id))
+	if r.status != 200 {
+		t.Fatalf("exchange: %d %s", r.status, r.raw)
+	}
+	hop := r.body["access_token"].(string)
+	r = n.form("/oauth2/token", b.id, b.secret, exchangeForm(hop, "scope", "mail:read", "resource", mail))
+	if r.status != 200 {
+		t.Fatalf("sub-agent exchange: %d %s", r.status, r.raw)
+	}
+	derived := r.body["access_token"].(string)
+	if d := n.admin("POST", "/clients/"+a.id+"/disable", nil); d.status >= 300 {
+		t.Fatalf("disable: %d %s", d.status, d.raw)
+	}
+	for name, tok := range map[string]string{"A's token": hop, "B's token derived from it": derived} {
+		if in := n.form("/oauth2/introspect", b.id, b.secret, url.Values{"token": {tok}}); in.body["active"] != false {
+			t.Fatalf("%s still active after A was disabled: %s", name, in.raw)
+		}
+	}
+}
