@@ -89,22 +89,12 @@ func (h *ClientCredentialsHandler) HandleTokenEndpointRequest(ctx context.Contex
 		Meta:    metaInput(ctx, now),
 	}
 	audit.Input = in
-	dec, err := b.decide(ctx, in)
-	audit.BundleVersion, audit.EvalDuration = dec.BundleVersion, dec.EvalDuration
+	dec, err := b.applyPolicy(ctx, in, audit, client.ID)
 	if err != nil {
-		audit.Reasons = []string{"policy error: " + err.Error()}
-		b.log.Error("policy evaluation failed; denying", "client_id", client.ID, "err", err)
-		if errors.Is(err, policies.ErrTimeout) {
-			return errUnavailable("the token policy did not decide in time; retry shortly")
-		}
-		return errInvalidGrant("the token policy could not be evaluated, so the request is denied")
+		return err
 	}
-	audit.Reasons = dec.Reasons
-	if !dec.Allow {
-		return errInvalidGrant("denied by policy: %s", reasonText(dec.Reasons))
-	}
-	if dec.Scopes != nil {
-		scopes = intersect(scopes, dec.Scopes)
+	if scopes, err = narrowScopes(scopes, dec); err != nil {
+		return err
 	}
 	if dec.MaxLifetime > 0 {
 		exp = minTime(exp, now.Add(dec.MaxLifetime))

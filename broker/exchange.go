@@ -266,26 +266,12 @@ func (h *ExchangeHandler) HandleTokenEndpointRequest(ctx context.Context, ar fos
 		in.Request.Audiences = targets
 	}
 	audit.Actors, audit.GrantID, audit.Input = act.Chain(), grantID, in
-	dec, err := b.decide(ctx, in)
-	audit.BundleVersion, audit.EvalDuration = dec.BundleVersion, dec.EvalDuration
+	dec, err := b.applyPolicy(ctx, in, audit, client.ID)
 	if err != nil {
-		audit.Reasons = []string{"policy error: " + err.Error()}
-		b.log.Error("policy evaluation failed; denying", "client_id", client.ID, "err", err)
-		if errors.Is(err, policies.ErrTimeout) {
-			// Still no token (default deny), but nothing is wrong with the grant: retry.
-			return errUnavailable("the exchange policy did not decide in time; retry shortly")
-		}
-		return errInvalidGrant("the exchange policy could not be evaluated, so the request is denied")
+		return err
 	}
-	audit.Reasons = dec.Reasons
-	if !dec.Allow {
-		return errInvalidGrant("denied by policy: %s", reasonText(dec.Reasons))
-	}
-	if dec.Scopes != nil {
-		scopes = intersect(scopes, dec.Scopes)
-		if len(scopes) == 0 {
-			return errInvalidScope("the policy left none of the requested scopes: %s", reasonText(dec.Reasons))
-		}
+	if scopes, err = narrowScopes(scopes, dec); err != nil {
+		return err
 	}
 	if dec.MaxLifetime > 0 {
 		exp = minTime(exp, now.Add(dec.MaxLifetime))
@@ -607,4 +593,37 @@ type requestInfoKey struct{}
 // WithRequestInfo attaches request metadata to ctx.
 func WithRequestInfo(ctx context.Context, ri RequestInfo) context.Context {
 	return context.WithValue(ctx, requestInfoKey{}, ri)
+}
+
+// applyPolicy asks the policy and records its answer in the audit. Default deny:
+// an error or a refusal means no token; a timeout is retryable (503), nothing
+// being wrong with the request.
+func (b *Broker) applyPolicy(ctx context.Context, in *policies.Input, audit *Audit, clientID string) (policies.Decision, error) {
+	dec, err := b.decide(ctx, in)
+	audit.BundleVersion, audit.EvalDuration = dec.BundleVersion, dec.EvalDuration
+	if err != nil {
+		audit.Reasons = []string{"policy error: " + err.Error()}
+		b.log.Error("policy evaluation failed; denying", "client_id", clientID, "err", err)
+		if errors.Is(err, policies.ErrTimeout) {
+			return dec, errUnavailable("the policy did not decide in time; retry shortly")
+		}
+		return dec, errInvalidGrant("the policy could not be evaluated, so the request is denied")
+	}
+	audit.Reasons = dec.Reasons
+	if !dec.Allow {
+		return dec, errInvalidGrant("denied by policy: %s", reasonText(dec.Reasons))
+	}
+	return dec, nil
+}
+
+// narrowScopes applies the policy's scopes, which can only narrow.
+func narrowScopes(scopes []string, dec policies.Decision) ([]string, error) {
+	if dec.Scopes == nil {
+		return scopes, nil
+	}
+	scopes = intersect(scopes, dec.Scopes)
+	if len(scopes) == 0 {
+		return nil, errInvalidScope("the policy left none of the requested scopes: %s", reasonText(dec.Reasons))
+	}
+	return scopes, nil
 }

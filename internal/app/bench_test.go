@@ -1,24 +1,14 @@
 package app_test
 
 import (
-	"context"
-	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/mandate-dev/mandate/broker/clients"
-	"github.com/mandate-dev/mandate/grants"
 	"github.com/mandate-dev/mandate/internal/app"
-	"github.com/mandate-dev/mandate/internal/config"
-	"github.com/mandate-dev/mandate/internal/devissuer"
 )
 
 // benchEnv is a node with users, an agent and grants, driven in-process (no
@@ -33,40 +23,7 @@ type benchEnv struct {
 }
 
 func newBenchEnv(b *testing.B, users int) *benchEnv {
-	b.Helper()
-	cfg := config.Default()
-	cfg.Dev = true
-	cfg.Issuer = "http://127.0.0.1:1"
-	cfg.DataDir = b.TempDir()
-	cfg.DatabaseURL = "sqlite:" + filepath.Join(cfg.DataDir, "m.db")
-	if err := cfg.Finish(); err != nil {
-		b.Fatal(err)
-	}
-	a, err := app.New(context.Background(), cfg, app.Options{KEK: testKEK, AdminKey: testAdminKey, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(a.Close)
-	ctx := context.Background()
-	env := &benchEnv{a: a, h: a.Handler(), agent: "bench-agent", resrc: "https://api.example.com/mail"}
-	env.secret, err = a.Clients.Create(ctx, &clients.Client{ID: env.agent, Name: "Bench", Type: "agent", AuthMethod: "client_secret_basic",
-		Scopes: []string{"mail:read", "mail:write"}, Audiences: []string{env.resrc}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	for i := 0; i < users; i++ {
-		sub := fmt.Sprintf("user-%d", i)
-		tok, err := a.Dev.Mint(devissuer.UserToken{Subject: sub, Scopes: []string{"mail:read", "mail:write"}, TTL: time.Hour})
-		if err != nil {
-			b.Fatal(err)
-		}
-		env.users = append(env.users, tok)
-		if _, err := a.Grants.Create(ctx, &grants.Grant{UserIssuer: a.Dev.Issuer(), UserSubject: sub, ClientID: env.agent,
-			Scopes: []string{"mail:read"}, Resources: []string{env.resrc}, ExpiresAt: time.Now().Add(24 * time.Hour)}, grants.AdminActor); err != nil {
-			b.Fatal(err)
-		}
-	}
-	return env
+	return newBenchEnvDSN(b, users, sqliteBenchDSN)
 }
 
 func (e *benchEnv) exchange(b *testing.B, user string) {

@@ -42,29 +42,11 @@ func Open(t testing.TB, dialect db.Dialect) *db.DB {
 	ctx := context.Background()
 	switch dialect {
 	case db.Postgres:
-		base := os.Getenv(TestDatabaseURLEnv)
-		if base == "" {
-			t.Skipf("PostgreSQL tests need %s (e.g. postgres://postgres@127.0.0.1:5432/test); CI always sets it", TestDatabaseURLEnv)
-		}
-		schema := fmt.Sprintf("t_%d_%d_%d", os.Getpid(), time.Now().UnixNano()%1e9, schemaSeq.Add(1))
-		admin, err := db.Open(ctx, base, db.Options{MaxConns: 2})
+		d, err := db.Open(ctx, SchemaURL(t), db.Options{MaxConns: 8})
 		if err != nil {
-			t.Fatalf("open test PostgreSQL: %v", err)
-		}
-		if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-			admin.Close()
-			t.Fatalf("create schema: %v", err)
-		}
-		d, err := db.Open(ctx, WithSearchPath(base, schema), db.Options{MaxConns: 8})
-		if err != nil {
-			admin.Close()
 			t.Fatalf("open test schema: %v", err)
 		}
-		t.Cleanup(func() {
-			d.Close()
-			admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") //nolint:errcheck
-			admin.Close()
-		})
+		t.Cleanup(d.Close) // runs before SchemaURL's cleanup drops the schema
 		if err := d.Migrate(ctx); err != nil {
 			t.Fatalf("migrate: %v", err)
 		}
