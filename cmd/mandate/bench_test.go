@@ -5,16 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
-	"net"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/mandate-dev/mandate/internal/app"
+	"github.com/mandate-dev/mandate/internal/app/apptest"
 	"github.com/mandate-dev/mandate/internal/config"
 	"github.com/mandate-dev/mandate/internal/loadgen"
 )
@@ -24,41 +21,12 @@ import (
 // a CLI command would have for it.
 func startBenchNode(t *testing.T) *globals {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + ln.Addr().String()
-	cfg := config.Default()
-	cfg.Dev = true
-	cfg.Listen = ln.Addr().String()
-	cfg.Issuer = base
-	cfg.DataDir = t.TempDir()
-	cfg.DatabaseURL = "sqlite:" + filepath.Join(cfg.DataDir, "m.db")
-	// The default 50 ms policy deadline denies (invalid_grant) when a busy test
-	// machine starves the evaluation; these tests count requests, not deadlines.
-	cfg.Policies.EvalTimeout = 5 * time.Second
-	if err := cfg.Finish(); err != nil {
-		t.Fatal(err)
-	}
-	a, err := app.New(context.Background(), cfg, app.Options{
-		KEK:      []byte("0123456789abcdef0123456789abcdef"),
-		AdminKey: "mnd_admin_bench-test-key-0123456789abcdef0123456789abcdef",
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	srv := httptest.NewUnstartedServer(a.Handler())
-	srv.Listener.Close()
-	srv.Listener = ln
-	srv.Start()
-	t.Cleanup(func() { srv.Close(); a.Close() })
-	key, err := os.ReadFile(filepath.Join(cfg.DataDir, "admin.key"))
-	if err != nil {
-		t.Fatalf("dev admin key file: %v", err)
-	}
-	return &globals{url: base, adminKey: strings.TrimSpace(string(key))}
+	n := apptest.Start(t, apptest.Options{Dev: true, Configure: func(cfg *config.Config, _ string) {
+		// A busy test machine can starve a policy evaluation past its deadline;
+		// these tests count requests, not deadlines.
+		cfg.Policies.EvalTimeout = 5 * time.Second
+	}})
+	return &globals{url: n.URL, adminKey: n.AdminKey}
 }
 
 func smallBench(state string) *benchOpts {

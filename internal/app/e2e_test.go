@@ -10,12 +10,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -28,7 +24,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/mandate-dev/mandate/internal/app"
-	"github.com/mandate-dev/mandate/internal/config"
+	"github.com/mandate-dev/mandate/internal/app/apptest"
 	"github.com/mandate-dev/mandate/internal/db"
 	"github.com/mandate-dev/mandate/internal/db/dbtest"
 )
@@ -39,48 +35,17 @@ type node struct {
 	url      string
 	adminKey string
 	app      *app.App
-	srv      *httptest.Server
 }
 
-const testAdminKey = "mnd_admin_e2e-test-key-0123456789abcdef0123456789abcdef"
+const testAdminKey = apptest.AdminKey
 
-var testKEK = []byte("0123456789abcdef0123456789abcdef")
+var testKEK = apptest.KEK()
 
 // startNode starts a dev-mode node on the given backend.
-func startNode(t *testing.T, dialect db.Dialect, dsn string) *node {
+func startNode(t *testing.T, _ db.Dialect, dsn string) *node {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + ln.Addr().String()
-	cfg := config.Default()
-	cfg.Dev = true
-	cfg.Listen = ln.Addr().String()
-	cfg.Issuer = base
-	cfg.DataDir = t.TempDir()
-	cfg.DatabaseURL = dsn
-	if err := cfg.Finish(); err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	}
-	a, err := app.New(context.Background(), cfg, app.Options{KEK: testKEK, AdminKey: testAdminKey, Logger: log})
-	if err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	srv := httptest.NewUnstartedServer(a.Handler())
-	srv.Listener.Close()
-	srv.Listener = ln
-	srv.Start()
-	t.Cleanup(func() { srv.Close(); a.Close() })
-	key, err := os.ReadFile(filepath.Join(cfg.DataDir, "admin.key"))
-	if err != nil {
-		t.Fatalf("dev admin key file: %v", err)
-	}
-	return &node{t: t, url: base, adminKey: strings.TrimSpace(string(key)), app: a, srv: srv}
+	n := apptest.Start(t, apptest.Options{DSN: dsn, Dev: true})
+	return &node{t: t, url: n.URL, adminKey: n.AdminKey, app: n.App}
 }
 
 // dsnFor gives each test its own database on the backend.
