@@ -277,6 +277,8 @@ func (a *App) background(ctx context.Context) {
 	defer prune.Stop()
 	policyPoll := time.NewTicker(500 * time.Millisecond)
 	defer policyPoll.Stop()
+	rotate := time.NewTicker(time.Minute)
+	defer rotate.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -287,6 +289,8 @@ func (a *App) background(ctx context.Context) {
 			a.reloadKeys(ctx)
 		case <-policyPoll.C:
 			a.pollPolicies(ctx)
+		case <-rotate.C:
+			a.RotateIfDue(ctx)
 		case <-prune.C:
 			if _, err := a.Ledger.Prune(ctx); err != nil && ctx.Err() == nil {
 				a.Log.Warn("revocation prune failed", "err", err)
@@ -537,4 +541,40 @@ func (a *App) revokeOnClientRemoval(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return next(c)
 	}
+}
+
+// RotateIfDue rotates the signing keys every tokens.key_rotation_interval. Every
+// node runs it; the rotation is idempotent (a published next key is promoted only
+// after its publish delay) and the advisory lock lets one node act at a time.
+func (a *App) RotateIfDue(ctx context.Context) {
+	every := a.Config.Tokens.KeyRotationInterval
+	if every <= 0 {
+		return
+	}
+	list, err := a.Keys.List(ctx)
+	if err != nil {
+		return
+	}
+	due := false
+	for _, k := range list {
+		switch k.State {
+		case keys.StateNext:
+			due = true // finish a rotation in progress (promote after the publish delay)
+		case keys.StateActive:
+			if time.Since(k.ActivatedAt) >= every {
+				due = true
+			}
+		}
+	}
+	if !due {
+		return
+	}
+	if err := a.Keys.Rotate(ctx); err != nil && !errors.Is(err, keys.ErrRotationInProgress) && ctx.Err() == nil {
+		a.Log.Warn("automatic key rotation failed", "err", err)
+		return
+	}
+	if err := notify.Notify(ctx, a.DB, notify.Keys, ""); err != nil {
+		a.Log.Warn("notify other nodes of a key rotation", "err", err)
+	}
+	a.reloadKeys(ctx)
 }

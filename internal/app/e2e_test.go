@@ -661,3 +661,27 @@ func TestDisablingAClientRevokesItsTokens(t *testing.T) {
 		}
 	}
 }
+
+// TestAutomaticKeyRotation: with tokens.key_rotation_interval set, a node
+// publishes the next key and then promotes it, on its own.
+func TestAutomaticKeyRotation(t *testing.T) {
+	n := startNode(t, db.SQLite, dsnFor(t, db.SQLite))
+	ctx := context.Background()
+	before := n.app.Keys.Active().KID
+	n.app.RotateIfDue(ctx) // interval 0: never due
+	if got := n.app.Keys.Active().KID; got != before {
+		t.Fatalf("rotated with no interval set: %s -> %s", before, got)
+	}
+	n.app.Config.Tokens.KeyRotationInterval = time.Nanosecond // due at once (bypasses the 1h floor of the config check)
+	n.app.RotateIfDue(ctx)
+	if got := n.app.Keys.Active().KID; got != before {
+		t.Fatalf("first step promoted at once: the next key must be published before it signs")
+	}
+	if keys := n.do("GET", "/jwks.json", "", nil).body["keys"].([]any); len(keys) != 2 {
+		t.Fatalf("after the first step the JWKS has %d keys, want 2 (active and next)", len(keys))
+	}
+	n.app.RotateIfDue(ctx) // dev mode: no publish delay
+	if got := n.app.Keys.Active().KID; got == before {
+		t.Fatal("second step did not promote the next key")
+	}
+}
