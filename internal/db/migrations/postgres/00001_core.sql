@@ -49,7 +49,7 @@ CREATE TABLE issued_tokens (
     issued_at      BIGINT NOT NULL,
     expires_at     BIGINT NOT NULL
 );
-CREATE INDEX issued_tokens_parent ON issued_tokens (parent_jti);
+CREATE INDEX issued_tokens_client ON issued_tokens (client_id, expires_at);
 CREATE INDEX issued_tokens_grant ON issued_tokens (grant_id);
 CREATE INDEX issued_tokens_expires ON issued_tokens (expires_at);
 
