@@ -81,6 +81,11 @@ func (m *Metrics) Gauge(name, help string, f func() float64) {
 	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 }
 
+// Counter registers a counter whose value f reads at scrape time.
+func (m *Metrics) Counter(name, help string, f func() float64) {
+	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
+}
+
 // RecordDecision implements broker.DecisionRecorder for the metrics.
 func (m *Metrics) RecordDecision(_ context.Context, a *broker.Audit) {
 	result := "issued"

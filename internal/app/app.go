@@ -194,6 +194,8 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *App, err error) 
 	if err != nil {
 		return nil, err
 	}
+	a.Metrics.Counter("mandate_validate_cache_hits_total", "GET /validate answers served from the verified-token cache.", func() float64 { h, _ := a.edge.cacheStats(); return float64(h) })
+	a.Metrics.Counter("mandate_validate_cache_misses_total", "GET /validate answers that verified a signature.", func() float64 { _, m := a.edge.cacheStats(); return float64(m) })
 
 	a.Echo = server.New(server.Options{
 		Broker: a.Broker, Keys: a.Keys, Ledger: a.Ledger, AdminKeys: a.Admin, Dev: a.Dev,

@@ -611,6 +611,16 @@ func TestValidateEndpoint(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// Metrics count the cache at work and the token decisions.
+	m := n.do("GET", "/metrics", "", nil)
+	for _, want := range []string{"mandate_validate_cache_hits_total", "mandate_token_decisions_total{error=\"\",grant_type=\"token_exchange\",result=\"issued\"}", "mandate_revocation_sync_lag_seconds"} {
+		if !strings.Contains(m.raw, want) {
+			t.Fatalf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(m.raw, "mandate_validate_cache_hits_total 0\n") {
+		t.Fatal("repeated validations of one token never hit the cache")
+	}
 	// A user's own token of a trusted upstream issuer validates too (no chain, no grant).
 	up := validate("aud="+url.QueryEscape(n.url)+"&scope=mail:read", alice)
 	if up.status != 200 || up.header.Get("X-Mandate-Subject") != "alice" || up.header.Get("X-Mandate-Subject-Issuer") != n.url+"/dev" || up.header.Get("X-Mandate-Actor") != "" {

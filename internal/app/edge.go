@@ -32,6 +32,8 @@ type edgeValidator struct {
 	handler atomic.Pointer[http.Handler]
 	v       atomic.Pointer[edge.Validator]
 	seen    atomic.Pointer[byte] // data pointer of the JWKS the validator was built from
+	// base holds the cache counters of validators replaced by a rebuild.
+	baseHits, baseMisses atomic.Uint64
 }
 
 func newEdgeValidator(ctx context.Context, a *App) (*edgeValidator, error) {
@@ -70,6 +72,11 @@ func (e *edgeValidator) refresh(ctx context.Context) error {
 		return fmt.Errorf("edge: %w", err)
 	}
 	h := v.ForwardAuthHandler()
+	if old := e.v.Load(); old != nil {
+		hits, misses := old.CacheStats()
+		e.baseHits.Add(hits)
+		e.baseMisses.Add(misses)
+	}
 	e.v.Store(v)
 	e.handler.Store(&h)
 	e.jwks = append([]byte(nil), cur...)
@@ -206,4 +213,11 @@ func (e *edgeValidator) follow(ctx context.Context) {
 		}
 		cursor = next
 	}
+}
+
+// cacheStats sums the verified-token cache counters over every validator this
+// node has built.
+func (e *edgeValidator) cacheStats() (hits, misses uint64) {
+	h, m := e.v.Load().CacheStats()
+	return e.baseHits.Load() + h, e.baseMisses.Load() + m
 }
