@@ -91,6 +91,7 @@ type Ledger struct {
 	changed chan struct{}    // closed and replaced whenever log_ grows
 
 	queue     chan TokenRecord
+	flushes   chan chan struct{}
 	batchSize int
 	interval  time.Duration
 	done      chan struct{}
@@ -129,6 +130,7 @@ func Open(ctx context.Context, d *db.DB, opts Options) (*Ledger, error) {
 		qs = 65536
 	}
 	l.queue = make(chan TokenRecord, qs)
+	l.flushes = make(chan chan struct{})
 	l.epoch = newEpoch()
 	if err := l.Sync(ctx); err != nil {
 		return nil, err
@@ -402,6 +404,14 @@ func (l *Ledger) writer() {
 			}
 		case <-tick.C:
 			flush()
+		case done := <-l.flushes:
+			// Everything queued before the Flush call is in the queue or the batch:
+			// take the queue as it stands, write it all, then answer.
+			for n := len(l.queue); n > 0; n-- {
+				batch = append(batch, <-l.queue)
+			}
+			flush()
+			close(done)
 		case <-l.done:
 			for {
 				select {
@@ -429,6 +439,11 @@ func (l *Ledger) writeBatch(ctx context.Context, batch []TokenRecord) error {
 	var closing <-chan time.Time
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, writeAttemptTimeout)
+		// Prepare the chunk statements outside the transaction (see db.Prepare).
+		for start := 0; start < len(batch); start += insertChunk {
+			stmt, _ := insertStatement(batch[start:min(start+insertChunk, len(batch))])
+			l.d.Prepare(actx, stmt)
+		}
 		err = l.d.InTx(actx, func(q db.Querier) error {
 			// Multi-row INSERTs: one statement per chunk instead of one per record,
 			// which is what keeps SQLite's single writer ahead of the token endpoint.
@@ -517,21 +532,19 @@ func nonNil(s []string) []string {
 // Flush waits until every record queued before the call has been written.
 // Tests and graceful shutdown use it; the hot path never does.
 func (l *Ledger) Flush(ctx context.Context) error {
-	for {
-		if len(l.queue) == 0 {
-			// One more interval lets the writer finish the batch it holds.
-			select {
-			case <-time.After(3 * l.interval):
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		select {
-		case <-time.After(l.interval):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	done := make(chan struct{})
+	select {
+	case l.flushes <- done:
+	case <-l.stopped:
+		return nil // closed: Close wrote everything
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

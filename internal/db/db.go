@@ -90,6 +90,26 @@ type DB struct {
 // are the program's own constant strings, so the bound is never reached in practice.
 const maxCachedStatements = 512
 
+// cached returns q's prepared statement if one is cached. Transactions use only
+// this: preparing takes a connection from the pool, and a transaction that
+// waited for one while holding SQLite's write lock could deadlock with the
+// transactions queued behind it for that lock.
+func (d *DB) cached(q string) *sql.Stmt {
+	if v, ok := d.stmts.Load(q); ok {
+		return v.(*sql.Stmt)
+	}
+	return nil
+}
+
+// Prepare caches query as a prepared statement on SQLite (a no-op on
+// PostgreSQL, whose pgx caches statements itself), so that transactions, which
+// never prepare, can reuse it. Call it outside any transaction.
+func (d *DB) Prepare(ctx context.Context, query string) {
+	if d.sql != nil {
+		d.prepared(ctx, d.q(query))
+	}
+}
+
 // prepared returns the cached prepared statement for q (already rewritten), or
 // nil when it cannot be cached. SQLite parses every statement it runs; reusing a
 // prepared one skips the parse, which dominates small writes.
@@ -401,7 +421,7 @@ func (t sqlTx) Exec(ctx context.Context, query string, args ...any) (int64, erro
 	q := t.d.q(query)
 	var res sql.Result
 	var err error
-	if st := t.d.prepared(ctx, q); st != nil {
+	if st := t.d.cached(q); st != nil {
 		res, err = t.tx.StmtContext(ctx, st).ExecContext(ctx, args...)
 	} else {
 		res, err = t.tx.ExecContext(ctx, q, args...)
@@ -414,7 +434,7 @@ func (t sqlTx) Exec(ctx context.Context, query string, args ...any) (int64, erro
 }
 func (t sqlTx) QueryRow(ctx context.Context, query string, args ...any) Row {
 	q := t.d.q(query)
-	if st := t.d.prepared(ctx, q); st != nil {
+	if st := t.d.cached(q); st != nil {
 		return sqlRow{t.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)}
 	}
 	return sqlRow{t.tx.QueryRowContext(ctx, q, args...)}
@@ -423,7 +443,7 @@ func (t sqlTx) Query(ctx context.Context, query string, args ...any) (Rows, erro
 	q := t.d.q(query)
 	var rows *sql.Rows
 	var err error
-	if st := t.d.prepared(ctx, q); st != nil {
+	if st := t.d.cached(q); st != nil {
 		rows, err = t.tx.StmtContext(ctx, st).QueryContext(ctx, args...)
 	} else {
 		rows, err = t.tx.QueryContext(ctx, q, args...)

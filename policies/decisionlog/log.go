@@ -385,6 +385,11 @@ func (l *Log) insert(ctx context.Context, batch []*row) error {
 	if l.d.Dialect() == db.Postgres {
 		per = rowsPerInsertPostgres
 	}
+	// Prepare the statements outside the transaction (see db.Prepare).
+	l.d.Prepare(ctx, insertSQL(min(len(batch), per)))
+	if rest := len(batch) % per; rest != 0 && len(batch) > per {
+		l.d.Prepare(ctx, insertSQL(rest))
+	}
 	return l.d.InTx(ctx, func(q db.Querier) error {
 		args := make([]any, 0, per*insertColumns)
 		for len(batch) > 0 {
