@@ -136,6 +136,58 @@ func newGrantCmd(g *globals) *cobra.Command {
 	}
 	rc.flags(revoke)
 
+	nc := &grantCaller{g: g}
+	var nScopes, nResources, nSubAgents []string
+	var nDepth int
+	var nLifetime, nExpiresIn time.Duration
+	narrow := &cobra.Command{
+		Use:   "narrow GRANT_ID",
+		Short: "Narrow a grant (fewer scopes, resources or sub-agents, lower limits, earlier expiry); never widens",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			body := map[string]any{}
+			f := cmd.Flags()
+			if f.Changed("scope") {
+				body["scopes"] = splitList(nScopes)
+			}
+			if f.Changed("resource") {
+				body["resources"] = splitList(nResources)
+			}
+			if f.Changed("sub-agent") {
+				body["allowed_sub_agents"] = splitList(nSubAgents)
+			}
+			if f.Changed("max-depth") {
+				body["max_depth"] = nDepth
+			}
+			if f.Changed("max-lifetime") {
+				body["max_lifetime_seconds"] = int64(nLifetime / time.Second)
+			}
+			if f.Changed("expires-in") {
+				body["expires_at"] = time.Now().Add(nExpiresIn).UTC().Format(time.RFC3339)
+			}
+			if len(body) == 0 {
+				return errors.New("nothing to narrow: pass --scope, --resource, --sub-agent, --max-depth, --max-lifetime or --expires-in")
+			}
+			var out map[string]any
+			if err := nc.call("PATCH", "/grants/"+url.PathEscape(args[0]), body, &out); err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(out)
+			}
+			fmt.Println(args[0], "narrowed")
+			return nil
+		},
+	}
+	nc.flags(narrow)
+	nf := narrow.Flags()
+	nf.StringSliceVar(&nScopes, "scope", nil, "the scopes to keep (a subset of the grant's)")
+	nf.StringSliceVar(&nResources, "resource", nil, "the resources to keep (each covered by the grant's)")
+	nf.StringSliceVar(&nSubAgents, "sub-agent", nil, "the sub-agents to keep")
+	nf.IntVar(&nDepth, "max-depth", 0, "a lower maximum depth")
+	nf.DurationVar(&nLifetime, "max-lifetime", 0, "a lower maximum token lifetime")
+	nf.DurationVar(&nExpiresIn, "expires-in", 0, "an earlier expiry, from now")
+
 	gc := &grantCaller{g: g}
 	get := &cobra.Command{
 		Use: "get GRANT_ID", Short: "Show a grant", Args: cobra.ExactArgs(1),
@@ -148,6 +200,6 @@ func newGrantCmd(g *globals) *cobra.Command {
 		},
 	}
 	gc.flags(get)
-	cmd.AddCommand(create, list, get, revoke)
+	cmd.AddCommand(create, list, get, narrow, revoke)
 	return cmd
 }
