@@ -148,9 +148,7 @@ func newClientCmd(g *globals) *cobra.Command {
 func splitList(in []string) []string {
 	out := []string{}
 	for _, v := range in {
-		for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' }) {
-			out = append(out, f)
-		}
+		out = append(out, strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' })...)
 	}
 	return out
 }
