@@ -218,8 +218,7 @@ func (b *Broker) populate(ctx context.Context, ar fosite.AccessRequester, resp f
 	})
 	resp.SetAccessToken(tok)
 	resp.SetTokenType("Bearer")
-	resp.SetExpiresIn(time.Until(time.Unix(c.Expiry, 0)).Round(time.Second))
-	resp.SetExtra("expires_in", c.Expiry-b.clock().Unix())
+	resp.SetExpiresIn(time.Unix(c.Expiry, 0).Sub(b.clock()))
 	if ar.GetGrantTypes().ExactOne(GrantTypeTokenExchange) {
 		// RFC 8693 §2.2.1: issued_token_type is REQUIRED.
 		resp.SetExtra("issued_token_type", is.tokenType)
@@ -333,21 +332,13 @@ const maxAssertionLifetime = 10 * time.Minute
 // checkAssertionLifetime refuses client assertions that live too long. It reads
 // exp before fosite verifies the signature; it can only refuse, never accept.
 func (b *Broker) checkAssertionLifetime(a string) error {
-	_, p, _, ok := splitJWS(a)
-	if !ok || len(a) > MaxTokenSize {
-		return oauthError("invalid_client", http.StatusUnauthorized, "client_assertion is not a compact JWS")
-	}
-	pb, err := b64.DecodeString(p)
-	if err != nil {
-		return oauthError("invalid_client", http.StatusUnauthorized, "client_assertion payload is not base64url")
-	}
 	var c struct {
 		Exp json.Number `json:"exp"`
 		Nbf json.Number `json:"nbf"`
 		Iat json.Number `json:"iat"`
 	}
-	if err := json.Unmarshal(pb, &c); err != nil {
-		return oauthError("invalid_client", http.StatusUnauthorized, "client_assertion claims are malformed")
+	if err := peekClaims(a, &c); err != nil {
+		return oauthError("invalid_client", http.StatusUnauthorized, "client_assertion is invalid: %s", err)
 	}
 	exp, err := c.Exp.Int64()
 	if err != nil {

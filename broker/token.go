@@ -264,27 +264,35 @@ func verifySig(alg string, pub crypto.PublicKey, signed string, sig []byte) bool
 // peekIssuer reads the iss claim of a JWT without verifying it, to route the
 // token to the right verifier. Nothing read here is trusted.
 func peekIssuer(raw string) (string, error) {
-	if len(raw) > MaxTokenSize {
-		return "", tokenErr("token is larger than %d bytes", MaxTokenSize)
-	}
-	_, p, _, ok := splitJWS(raw)
-	if !ok {
-		return "", tokenErr("token is not a compact JWS")
-	}
-	pb, err := b64.DecodeString(p)
-	if err != nil {
-		return "", tokenErr("token payload is not base64url")
-	}
 	var c struct {
 		Iss string `json:"iss"`
 	}
-	if err := json.Unmarshal(pb, &c); err != nil {
-		return "", tokenErr("token claims are malformed")
+	if err := peekClaims(raw, &c); err != nil {
+		return "", err
 	}
 	if c.Iss == "" {
 		return "", tokenErr("token has no iss")
 	}
 	return c.Iss, nil
+}
+
+// peekClaims decodes a JWT's claims into v without verifying anything.
+func peekClaims(raw string, v any) error {
+	if len(raw) > MaxTokenSize {
+		return tokenErr("token is larger than %d bytes", MaxTokenSize)
+	}
+	_, p, _, ok := splitJWS(raw)
+	if !ok {
+		return tokenErr("token is not a compact JWS")
+	}
+	pb, err := b64.DecodeString(p)
+	if err != nil {
+		return tokenErr("token payload is not base64url")
+	}
+	if err := json.Unmarshal(pb, v); err != nil {
+		return tokenErr("token claims are malformed")
+	}
+	return nil
 }
 
 // ownToken is a verified mandate token and its claims as a generic map (for

@@ -1,17 +1,16 @@
 package server
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"golang.org/x/time/rate"
+
+	"github.com/mandate-dev/mandate/broker"
 )
 
 // clientRateLimit bounds token requests per client (token bucket per client id).
@@ -80,16 +79,9 @@ func clientIDHint(r *http.Request) string {
 		return id
 	}
 	if a := r.PostForm.Get("client_assertion"); a != "" {
-		parts := strings.Split(a, ".")
-		if len(parts) == 3 {
-			if b, err := base64.RawURLEncoding.DecodeString(parts[1]); err == nil {
-				var c struct {
-					Iss string `json:"iss"`
-				}
-				if json.Unmarshal(b, &c) == nil {
-					return c.Iss
-				}
-			}
+		// RFC 7523: the assertion's iss is the client id.
+		if iss, err := broker.PeekIssuer(a); err == nil {
+			return iss
 		}
 	}
 	return ""

@@ -42,6 +42,10 @@ type StoreOptions struct {
 	CacheMaxEntries int
 	// Logger receives warnings (default slog.Default()). Secrets are never logged.
 	Logger *slog.Logger
+	// BeforeRemove, when set, runs before a client is disabled (SetDisabled, or
+	// an Update that disables it) or deleted. The broker revokes the client's
+	// tokens there; an error leaves the client unchanged and is returned.
+	BeforeRemove func(ctx context.Context, id string) error
 }
 
 // Patch is a partial update of a client: nil fields are left as they are.
@@ -70,6 +74,7 @@ type Store struct {
 	ttl    time.Duration
 	max    int
 	log    *slog.Logger
+	remove func(ctx context.Context, id string) error
 
 	cache sync.Map // id -> *cacheEntry; read without locks on the hot path
 	mu    sync.Mutex
@@ -95,7 +100,8 @@ func NewStore(d *db.DB, hasher *SecretHasher, opts StoreOptions) (*Store, error)
 	if hasher == nil || len(hasher.Key) < MinPepperLen {
 		return nil, fmt.Errorf("clients: NewStore: %w", errNoPepper)
 	}
-	s := &Store{db: d, hasher: hasher, clock: opts.Clock, ttl: opts.CacheTTL, max: opts.CacheMaxEntries, log: opts.Logger}
+	s := &Store{db: d, hasher: hasher, clock: opts.Clock, ttl: opts.CacheTTL, max: opts.CacheMaxEntries, log: opts.Logger,
+		remove: opts.BeforeRemove}
 	if s.clock == nil {
 		s.clock = time.Now
 	}
@@ -192,6 +198,11 @@ func (s *Store) List(ctx context.Context) ([]*Client, error) {
 func (s *Store) Update(ctx context.Context, id string, patch Patch) (*Client, error) {
 	if !ValidID(id) {
 		return nil, fmt.Errorf("clients: update: %w", ErrNotFound)
+	}
+	if patch.Disabled != nil && *patch.Disabled {
+		if err := s.beforeRemove(ctx, id); err != nil {
+			return nil, fmt.Errorf("clients: update %s: %w", id, err)
+		}
 	}
 	var out *Client
 	err := s.db.InTx(ctx, func(q db.Querier) error {
@@ -299,6 +310,11 @@ func (s *Store) SetDisabled(ctx context.Context, id string, disabled bool) error
 	if !ValidID(id) {
 		return fmt.Errorf("clients: set disabled: %w", ErrNotFound)
 	}
+	if disabled {
+		if err := s.beforeRemove(ctx, id); err != nil {
+			return fmt.Errorf("clients: disable %s: %w", id, err)
+		}
+	}
 	n, err := s.db.Exec(ctx, `UPDATE clients SET disabled = $2, updated_at = $3 WHERE id = $1`, id, disabled, s.now().Unix())
 	s.Invalidate(id)
 	if err != nil {
@@ -310,11 +326,14 @@ func (s *Store) SetDisabled(ctx context.Context, id string, disabled bool) error
 	return nil
 }
 
-// Delete removes a client. Tokens already issued to it stay valid until they expire
-// or are revoked; revoking them is the caller's decision.
+// Delete removes a client, after StoreOptions.BeforeRemove (which the broker
+// uses to revoke the client's tokens).
 func (s *Store) Delete(ctx context.Context, id string) error {
 	if !ValidID(id) {
 		return fmt.Errorf("clients: delete: %w", ErrNotFound)
+	}
+	if err := s.beforeRemove(ctx, id); err != nil {
+		return fmt.Errorf("clients: delete %s: %w", id, err)
 	}
 	n, err := s.db.Exec(ctx, `DELETE FROM clients WHERE id = $1`, id)
 	s.Invalidate(id)
@@ -469,4 +488,11 @@ func scanClient(r db.Row) (*Client, error) {
 	c.CreatedAt = time.Unix(created, 0).UTC()
 	c.UpdatedAt = time.Unix(updated, 0).UTC()
 	return &c, nil
+}
+
+func (s *Store) beforeRemove(ctx context.Context, id string) error {
+	if s.remove == nil {
+		return nil
+	}
+	return s.remove(ctx, id)
 }

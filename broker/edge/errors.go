@@ -36,6 +36,9 @@ var (
 	// ErrRevocationStale means the revocation feed has not synchronised within the configured
 	// staleness, so revocation cannot be ruled out: the validator fails closed (HTTP 503).
 	ErrRevocationStale = errors.New("revocation data stale")
+	// ErrUnavailable means what the token needs to be checked against (an issuer's keys)
+	// cannot be reached right now: the validator fails closed (HTTP 503).
+	ErrUnavailable = errors.New("verification unavailable")
 )
 
 // Error is the error type returned by Validate. Kind is one of the package's sentinels; Detail
@@ -86,7 +89,7 @@ func HTTPStatus(err error) int {
 		return http.StatusOK
 	case errors.Is(err, ErrInsufficientScope):
 		return http.StatusForbidden
-	case errors.Is(err, ErrRevocationStale):
+	case errors.Is(err, ErrRevocationStale), errors.Is(err, ErrUnavailable):
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusUnauthorized

@@ -149,7 +149,18 @@ func (v *Validator) EchoMiddleware(req Requirements) echo.MiddlewareFunc {
 // one always present, possibly empty, so that a proxy that copies them overwrites anything a
 // client sent), 401 or 403 with WWW-Authenticate, or 503 with Retry-After when revocation data
 // is stale. Any method is accepted, since proxies forward the original one.
-func (v *Validator) ForwardAuthHandler() http.Handler {
+func (v *Validator) ForwardAuthHandler() http.Handler { return v.ForwardAuthHandlerWith(nil) }
+
+// Foreign verifies a bearer token that the Validator's issuer did not mint, for a forward-auth
+// endpoint that also accepts other issuers' tokens (the broker's own /validate accepts users'
+// tokens of its trusted upstream issuers). It is asked only about tokens the Validator refused,
+// so the Validator's own tokens never pay for it. ok=false means the token is not one it knows
+// (the Validator's refusal stands); otherwise it returns the token's identity, or an *Error.
+// The identity then meets the same route requirements and revocation set as the Validator's own.
+type Foreign func(ctx context.Context, token string) (id *Identity, ok bool, err error)
+
+// ForwardAuthHandlerWith is ForwardAuthHandler with a verifier for foreign tokens (nil: none).
+func (v *Validator) ForwardAuthHandlerWith(foreign Foreign) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		auds, scopes := forwardRequirements(r)
@@ -157,7 +168,18 @@ func (v *Validator) ForwardAuthHandler() http.Handler {
 		if len(auds) > 0 {
 			req.Audience = auds[0]
 		}
-		id, err := v.validateRequest(r, req)
+		tok, err := BearerToken(r)
+		var id *Identity
+		if err == nil {
+			id, err = v.Validate(r.Context(), tok, req)
+			if err != nil && foreign != nil {
+				if fid, ok, ferr := foreign(r.Context(), tok); ok {
+					if id, err = fid, ferr; err == nil {
+						id, err = v.authorize(fid, v.now(), req)
+					}
+				}
+			}
+		}
 		if err == nil {
 			for _, a := range auds[min(1, len(auds)):] {
 				if !id.HasAudience(a) {

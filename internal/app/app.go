@@ -116,14 +116,22 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *App, err error) 
 	if err != nil {
 		return nil, err
 	}
-	pepper := derive(kek, "mandate/client-secret-pepper/v1")
-	a.Clients, err = clients.NewStore(a.DB, &clients.SecretHasher{Key: pepper}, clients.StoreOptions{Logger: log, Clock: o.Clock})
-	if err != nil {
-		return nil, err
-	}
 	// Audit records are written in batches: fewer, larger commits keep the
 	// single SQLite writer ahead of the token endpoint (records land within 50ms).
 	a.Ledger, err = ledger.Open(ctx, a.DB, ledger.Options{Logger: log, Clock: o.Clock, FlushInterval: 50 * time.Millisecond, BatchSize: 2000})
+	if err != nil {
+		return nil, err
+	}
+	pepper := derive(kek, "mandate/client-secret-pepper/v1")
+	a.Clients, err = clients.NewStore(a.DB, &clients.SecretHasher{Key: pepper}, clients.StoreOptions{Logger: log, Clock: o.Clock,
+		// Removing a client ends what it holds: its tokens, and their descendants.
+		BeforeRemove: func(ctx context.Context, id string) error {
+			n, err := a.Ledger.RevokeIssuedTo(ctx, id, "client "+id+" removed by admin")
+			if n > 0 {
+				log.Info("revoked a removed client's tokens", "client_id", id, "count", n)
+			}
+			return err
+		}})
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +211,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *App, err error) 
 		Metrics: a.Metrics, RateLimit: cfg.HTTP.RateLimit, RateBurst: cfg.HTTP.RateBurst, Validate: a.edge,
 		Mount: func(e *echo.Echo, admin, user *echo.Group) {
 			// Registry writes tell the other nodes to drop their caches.
-			admin.Use(a.notifyOnWrite, a.revokeOnClientRemoval)
+			admin.Use(a.notifyOnWrite)
 			user.Use(a.notifyOnWrite)
 			server.RegisterClientAdmin(admin, a.Clients)
 			server.RegisterKeyAdmin(admin, a.Keys)
@@ -519,29 +527,6 @@ func (a *App) reloadKeys(ctx context.Context) {
 	}
 	if err := a.edge.refresh(ctx); err != nil {
 		a.Log.Warn("edge validator refresh failed", "err", err)
-	}
-}
-
-// revokeOnClientRemoval revokes every token issued to a client before the client
-// is disabled or deleted, so that removing a client also ends what it holds. The
-// revocation comes first and must be durable: if it fails, the client is left
-// as it was and the admin gets 503.
-func (a *App) revokeOnClientRemoval(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		p, m := c.Path(), c.Request().Method
-		if (m == http.MethodPost && p == "/admin/v1/clients/:id/disable") || (m == http.MethodDelete && p == "/admin/v1/clients/:id") {
-			id := c.Param("id")
-			n, err := a.Ledger.RevokeIssuedTo(c.Request().Context(), id, "client "+id+" removed by admin")
-			if err != nil {
-				a.Log.Error("revoking a removed client's tokens", "client_id", id, "err", err)
-				c.Response().Header().Set("Retry-After", "1")
-				return server.APIError(c, http.StatusServiceUnavailable, "temporarily_unavailable", "the client's tokens could not be revoked; nothing was changed, retry")
-			}
-			if n > 0 {
-				a.Log.Info("revoked a removed client's tokens", "client_id", id, "count", n)
-			}
-		}
-		return next(c)
 	}
 }
 

@@ -670,6 +670,20 @@ func TestDisablingAClientRevokesItsTokens(t *testing.T) {
 			t.Fatalf("%s still active after A was disabled: %s", name, in.raw)
 		}
 	}
+	// Disabling through PATCH and deleting do the same.
+	for _, remove := range []func(id string) resp{
+		func(id string) resp { return n.admin("PATCH", "/clients/"+id, map[string]any{"disabled": true}) },
+		func(id string) resp { return n.admin("DELETE", "/clients/"+id, nil) },
+	} {
+		app := n.createClient(map[string]any{"name": "App", "type": "app", "scopes": []string{"r"}, "grant_types": []string{"client_credentials"}})
+		tok := n.form("/oauth2/token", app.id, app.secret, url.Values{"grant_type": {"client_credentials"}}).body["access_token"].(string)
+		if r := remove(app.id); r.status >= 300 {
+			t.Fatalf("remove %s: %d %s", app.id, r.status, r.raw)
+		}
+		if in := n.form("/oauth2/introspect", b.id, b.secret, url.Values{"token": {tok}}); in.body["active"] != false {
+			t.Fatalf("token of removed client %s still active: %s", app.id, in.raw)
+		}
+	}
 }
 
 // TestAutomaticKeyRotation: with tokens.key_rotation_interval set, a node

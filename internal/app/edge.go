@@ -1,13 +1,10 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,15 +22,19 @@ import (
 // changes) and revocations from the ledger, in-process — no database round trip
 // per request.
 type edgeValidator struct {
-	a       *App
-	revs    *edge.RevocationSet
-	mu      sync.Mutex
-	jwks    []byte
-	handler atomic.Pointer[http.Handler]
-	v       atomic.Pointer[edge.Validator]
-	seen    atomic.Pointer[byte] // data pointer of the JWKS the validator was built from
+	a    *App
+	revs *edge.RevocationSet
+	mu   sync.Mutex // serializes rebuilds
+	cur  atomic.Pointer[edgeState]
 	// base holds the cache counters of validators replaced by a rebuild.
 	baseHits, baseMisses atomic.Uint64
+}
+
+// edgeState is one validator built from one published key set.
+type edgeState struct {
+	v    *edge.Validator
+	h    http.Handler
+	jwks *byte // data pointer of the JWKS slice it was built from
 }
 
 func newEdgeValidator(ctx context.Context, a *App) (*edgeValidator, error) {
@@ -49,9 +50,9 @@ func (e *edgeValidator) refresh(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	cur := e.a.Keys.JWKS()
-	if e.v.Load() != nil && bytes.Equal(cur, e.jwks) {
-		e.seen.Store(unsafe.SliceData(cur))
-		return nil
+	old := e.cur.Load()
+	if old != nil && old.jwks == unsafe.SliceData(cur) {
+		return nil // another request rebuilt it already
 	}
 	set, err := jwk.Parse(cur)
 	if err != nil {
@@ -71,16 +72,12 @@ func (e *edgeValidator) refresh(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("edge: %w", err)
 	}
-	h := v.ForwardAuthHandler()
-	if old := e.v.Load(); old != nil {
-		hits, misses := old.CacheStats()
+	if old != nil {
+		hits, misses := old.v.CacheStats()
 		e.baseHits.Add(hits)
 		e.baseMisses.Add(misses)
 	}
-	e.v.Store(v)
-	e.handler.Store(&h)
-	e.jwks = append([]byte(nil), cur...)
-	e.seen.Store(unsafe.SliceData(cur))
+	e.cur.Store(&edgeState{v: v, h: v.ForwardAuthHandlerWith(e.upstreamIdentity), jwks: unsafe.SliceData(cur)})
 	return nil
 }
 
@@ -88,103 +85,48 @@ func (e *edgeValidator) refresh(ctx context.Context) error {
 func (e *edgeValidator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The key manager rebuilds its JWKS slice only when the key set changes, so a
 	// pointer comparison tells, for free, whether a rotation happened on this node.
-	if unsafe.SliceData(e.a.Keys.JWKS()) != e.seen.Load() {
+	if unsafe.SliceData(e.a.Keys.JWKS()) != e.cur.Load().jwks {
 		if err := e.refresh(r.Context()); err != nil {
 			e.a.Log.Warn("edge validator refresh failed", "err", err)
 		}
 	}
-	// Users' own tokens of the trusted upstream issuers validate here too (the
-	// gateway in front of an API users call directly); mandate's tokens go to
-	// the edge validator.
-	if tok, err := edge.BearerToken(r); err == nil {
-		if iss, err := broker.PeekIssuer(tok); err == nil && iss != e.a.Config.Issuer && e.a.Broker.Upstream().Trusted(iss) {
-			e.serveUpstream(w, r, tok)
-			return
-		}
-	}
-	(*e.handler.Load()).ServeHTTP(w, r)
+	e.cur.Load().h.ServeHTTP(w, r)
 }
 
-// serveUpstream validates a user token of a trusted upstream issuer: signature
-// against the issuer's JWKS, iss, exp/nbf, the route's audiences and scopes.
-// Such tokens carry no grant or chain, and mandate cannot revoke them.
-func (e *edgeValidator) serveUpstream(w http.ResponseWriter, r *http.Request, tok string) {
-	h := w.Header()
-	h.Set("Cache-Control", "no-store")
-	auds, scopes := routeRequirements(r)
-	deny := func(err *edge.Error) {
-		status := edge.HTTPStatus(err)
-		if status == http.StatusServiceUnavailable {
-			h.Set("Retry-After", "1")
-		} else {
-			h.Set("WWW-Authenticate", edge.WWWAuthenticate(err, "mandate", scopes))
-		}
-		w.WriteHeader(status)
+// upstreamIdentity is the /validate verifier of users' own tokens of the
+// trusted upstream issuers (for APIs users call directly): signature against the
+// issuer's JWKS, iss and times, through the broker's verified-token cache. Such
+// tokens carry no chain or grant, and mandate cannot revoke them. The edge
+// handler asks only about tokens it refused itself.
+func (e *edgeValidator) upstreamIdentity(ctx context.Context, tok string) (*edge.Identity, bool, error) {
+	iss, err := broker.PeekIssuer(tok)
+	up := e.a.Broker.Upstream()
+	if err != nil || iss == e.a.Config.Issuer || !up.Trusted(iss) {
+		return nil, false, nil
 	}
-	ut, err := e.a.Broker.Upstream().Verify(r.Context(), tok)
+	ut, err := up.Verify(ctx, tok)
+	if errors.Is(err, broker.ErrUpstreamUnavailable) {
+		return nil, true, &edge.Error{Kind: edge.ErrUnavailable, Detail: "the issuer's keys are unreachable"}
+	}
 	if err != nil {
-		if errors.Is(err, broker.ErrUpstreamUnavailable) {
-			w.Header().Set("Retry-After", "1")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		deny(&edge.Error{Kind: edge.ErrSignature, Detail: err.Error()})
-		return
-	}
-	for _, a := range auds {
-		if !slices.Contains(ut.Audience, a) {
-			deny(&edge.Error{Kind: edge.ErrAudience, Detail: "aud lacks " + a})
-			return
-		}
-	}
-	for _, s := range scopes {
-		if !slices.Contains(ut.Scopes, s) {
-			deny(&edge.Error{Kind: edge.ErrInsufficientScope, Detail: "scope lacks " + s})
-			return
-		}
+		return nil, true, &edge.Error{Kind: edge.ErrSignature, Detail: err.Error()}
 	}
 	client, _ := ut.Claims["client_id"].(string)
 	if client == "" {
 		client, _ = ut.Claims["azp"].(string)
 	}
 	jti, _ := ut.Claims["jti"].(string)
-	set := func(k, v string) {
-		h.Set(k, strings.Map(func(r rune) rune {
-			if r < 0x20 || r == 0x7f {
-				return -1
-			}
-			return r
-		}, v))
-	}
-	// Every identity header is set, possibly empty, so a proxy that copies them
-	// overwrites anything a client sent.
-	set(edge.HeaderSubject, ut.Subject)
-	set(edge.HeaderSubjectIssuer, ut.Issuer)
-	set(edge.HeaderClientID, client)
-	set(edge.HeaderScope, strings.Join(ut.Scopes, " "))
-	set(edge.HeaderActor, "")
-	set(edge.HeaderGrantID, "")
-	set(edge.HeaderTokenID, jti)
-	w.WriteHeader(http.StatusOK)
+	return &edge.Identity{
+		Issuer: iss, Subject: ut.Subject, SubjectIssuer: iss, ClientID: client, Scopes: ut.Scopes,
+		Audience: ut.Audience, TokenID: jti, ExpiresAt: ut.Expiry, Claims: ut.Claims,
+	}, true, nil
 }
 
-// routeRequirements reads the route's audiences and scopes the way the edge
-// forward-auth handler does: query aud/scope and the X-Mandate-* headers, adding up.
-func routeRequirements(r *http.Request) (auds, scopes []string) {
-	q := r.URL.Query()
-	for _, a := range append(q["aud"], r.Header.Values(edge.HeaderAudience)...) {
-		if a = strings.TrimSpace(a); a != "" && !slices.Contains(auds, a) {
-			auds = append(auds, a)
-		}
-	}
-	for _, list := range append(q["scope"], r.Header.Values(edge.HeaderScope)...) {
-		for _, s := range strings.Fields(list) {
-			if !slices.Contains(scopes, s) {
-				scopes = append(scopes, s)
-			}
-		}
-	}
-	return auds, scopes
+// cacheStats sums the verified-token cache counters over every validator this
+// node has built.
+func (e *edgeValidator) cacheStats() (hits, misses uint64) {
+	h, m := e.cur.Load().v.CacheStats()
+	return e.baseHits.Load() + h, e.baseMisses.Load() + m
 }
 
 // follow copies the ledger's revocations into the validator's set as they happen.
@@ -213,11 +155,4 @@ func (e *edgeValidator) follow(ctx context.Context) {
 		}
 		cursor = next
 	}
-}
-
-// cacheStats sums the verified-token cache counters over every validator this
-// node has built.
-func (e *edgeValidator) cacheStats() (hits, misses uint64) {
-	h, m := e.v.Load().CacheStats()
-	return e.baseHits.Load() + h, e.baseMisses.Load() + m
 }
