@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -461,72 +459,11 @@ func (e *grantsHTTPError) Error() string { return e.code + ": " + e.desc }
 // grantsDecode reads exactly one JSON object of at most grantsMaxBody bytes
 // into dst, refusing unknown fields.
 func grantsDecode(c echo.Context, dst any) error {
-	r := c.Request()
-	mt, params, err := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
-	if err != nil || mt != echo.MIMEApplicationJSON {
-		return &grantsHTTPError{status: http.StatusUnsupportedMediaType, code: "invalid_request", desc: "Content-Type must be application/json"}
-	}
-	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
-		return &grantsHTTPError{status: http.StatusUnsupportedMediaType, code: "invalid_request", desc: "the body must be UTF-8 JSON"}
-	}
-	tooLarge := &grantsHTTPError{status: http.StatusRequestEntityTooLarge, code: "invalid_request",
-		desc: fmt.Sprintf("the body is larger than %d KiB", grantsMaxBody>>10)}
-	if r.ContentLength > grantsMaxBody {
-		return tooLarge
-	}
-	dec := json.NewDecoder(http.MaxBytesReader(c.Response(), r.Body, grantsMaxBody))
-	dec.DisallowUnknownFields()
-	bad := func(format string, args ...any) error {
-		return &grantsHTTPError{status: http.StatusBadRequest, code: "invalid_request", desc: fmt.Sprintf(format, args...)}
-	}
-	var (
-		maxErr    *http.MaxBytesError
-		syntaxErr *json.SyntaxError
-		typeErr   *json.UnmarshalTypeError
-	)
-	err = dec.Decode(dst)
-	switch {
-	case err == nil:
-	case errors.As(err, &maxErr):
-		return tooLarge
-	case errors.Is(err, io.EOF):
-		return bad("the body is empty; send a JSON object")
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return bad("malformed JSON: the body ends too early")
-	case errors.As(err, &syntaxErr):
-		return bad("malformed JSON at byte %d", syntaxErr.Offset)
-	case errors.As(err, &typeErr):
-		if typeErr.Field == "" {
-			return bad("the body must be a JSON object")
-		}
-		// Field is a dotted path that names embedded Go structs too; every
-		// JSON field here is top-level, so the last element is its name.
-		field := typeErr.Field[strings.LastIndexByte(typeErr.Field, '.')+1:]
-		return bad("%s: must be %s", field, grantsJSONType(typeErr.Type.String()))
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return bad("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
-	default:
-		return bad("malformed JSON")
-	}
-	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
-		if errors.As(err, &maxErr) {
-			return tooLarge
-		}
-		return bad("the body must hold exactly one JSON value")
+	if be := decodeJSONBody(c, dst, jsonBody{limit: grantsMaxBody, lastField: true,
+		tooLarge: fmt.Sprintf("the body is larger than %d KiB", grantsMaxBody>>10)}); be != nil {
+		return &grantsHTTPError{status: be.status, code: "invalid_request", desc: be.desc}
 	}
 	return nil
-}
-
-func grantsJSONType(goType string) string {
-	switch goType {
-	case "string", "*string":
-		return "a string"
-	case "int", "*int", "int64", "*int64":
-		return "an integer"
-	case "[]string", "*[]string":
-		return "an array of strings"
-	}
-	return "of another type"
 }
 
 func grantsJSON(c echo.Context, status int, v any) error {

@@ -1,14 +1,11 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -536,79 +533,11 @@ func policiesBad(format string, args ...any) error {
 // dst, refusing unknown fields anywhere (the policy input included).
 // Numbers stay exact (claims may hold large integers).
 func policiesDecode(c echo.Context, dst any, limit int64) error {
-	r := c.Request()
-	mt, params, err := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
-	if err != nil || mt != echo.MIMEApplicationJSON {
-		return &policiesHTTPError{status: http.StatusUnsupportedMediaType, code: "invalid_request", desc: "Content-Type must be application/json"}
-	}
-	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
-		return &policiesHTTPError{status: http.StatusUnsupportedMediaType, code: "invalid_request", desc: "the body must be UTF-8 JSON"}
-	}
-	tooLarge := &policiesHTTPError{status: http.StatusRequestEntityTooLarge, code: "invalid_request",
-		desc: fmt.Sprintf("the body is larger than %d KiB (a bundle holds at most %d KiB of source)", limit>>10, policies.MaxBundleBytes>>10)}
-	if r.ContentLength > limit {
-		return tooLarge
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, limit))
-	var maxErr *http.MaxBytesError
-	switch {
-	case errors.As(err, &maxErr):
-		return tooLarge
-	case err != nil:
-		return policiesBad("the body could not be read")
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	dec.UseNumber()
-	var (
-		syntaxErr *json.SyntaxError
-		typeErr   *json.UnmarshalTypeError
-	)
-	err = dec.Decode(dst)
-	switch {
-	case err == nil:
-	case errors.Is(err, io.EOF):
-		return policiesBad("the body is empty; send a JSON object")
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return policiesBad("malformed JSON: the body ends too early")
-	case errors.As(err, &syntaxErr):
-		return policiesBad("malformed JSON at byte %d", syntaxErr.Offset)
-	case errors.As(err, &typeErr):
-		if typeErr.Field == "" {
-			return policiesBad("the body must be a JSON object")
-		}
-		return policiesBad("%s must be %s", typeErr.Field, policiesJSONType(typeErr.Type.String()))
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return policiesBad("unknown field %s", policiesTruncate(strings.TrimPrefix(err.Error(), "json: unknown field ")))
-	default:
-		return policiesBad("malformed JSON: %s", policiesTruncate(strings.TrimPrefix(err.Error(), "json: ")))
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return policiesBad("the body must hold exactly one JSON value")
+	if be := decodeJSONBody(c, dst, jsonBody{limit: limit, useNumber: true,
+		tooLarge: fmt.Sprintf("the body is larger than %d KiB (a bundle holds at most %d KiB of source)", limit>>10, policies.MaxBundleBytes>>10)}); be != nil {
+		return &policiesHTTPError{status: be.status, code: "invalid_request", desc: be.desc}
 	}
 	return nil
-}
-
-func policiesJSONType(goType string) string {
-	switch goType {
-	case "string":
-		return "a string"
-	case "int", "int64":
-		return "an integer"
-	case "bool":
-		return "true or false"
-	case "[]string":
-		return "an array of strings"
-	case "map[string]string":
-		return "an object of strings"
-	}
-	if strings.HasPrefix(goType, "[]") {
-		return "an array"
-	}
-	if strings.HasPrefix(goType, "map[") || strings.Contains(goType, "policies.") {
-		return "an object"
-	}
-	return "of another type"
 }
 
 func policiesJSON(c echo.Context, status int, v any) error {
