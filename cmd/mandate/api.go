@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +21,8 @@ type apiError struct {
 	Status      int
 	Code        string `json:"error"`
 	Description string `json:"error_description"`
+	// Body is the whole answer, for callers that read more of it.
+	Body []byte `json:"-"`
 }
 
 func (e *apiError) Error() string {
@@ -38,6 +41,10 @@ func (g *globals) adminCall(method, path string, body, out any) error {
 }
 
 func (g *globals) call(method, path, auth string, body, out any) error {
+	return g.callCtx(context.Background(), method, path, auth, body, out)
+}
+
+func (g *globals) callCtx(ctx context.Context, method, path, auth string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -46,7 +53,7 @@ func (g *globals) call(method, path, auth string, body, out any) error {
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, strings.TrimRight(g.url, "/")+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(g.url, "/")+path, rd)
 	if err != nil {
 		return err
 	}
@@ -78,12 +85,12 @@ func do(req *http.Request, out any) error {
 		return fmt.Errorf("cannot reach mandate at %s: %w", req.URL.Host, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20)) // policy bundles are the largest answers
 	if err != nil {
 		return err
 	}
 	if resp.StatusCode >= 300 {
-		e := &apiError{Status: resp.StatusCode}
+		e := &apiError{Status: resp.StatusCode, Body: b}
 		if json.Unmarshal(b, e) != nil || e.Code == "" {
 			e.Code = http.StatusText(resp.StatusCode)
 		}

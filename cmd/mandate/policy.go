@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,7 +34,8 @@ type policyAPIError struct {
 
 func (e *policyAPIError) Error() string { return e.apiError.Error() }
 
-// policyCall calls the admin API like adminCall, keeping the whole error answer.
+// policyCall calls the admin API like adminCall, keeping the whole error answer
+// (a refused bundle's problems and failing tests).
 func policyCall(ctx context.Context, g *globals, method, path string, body, out any) error {
 	if g.adminKey == "" {
 		return errors.New("no admin key: set MANDATE_ADMIN_KEY or pass --admin-key")
@@ -43,44 +43,14 @@ func policyCall(ctx context.Context, g *globals, method, path string, body, out 
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
+	err := g.callCtx(ctx, method, "/admin/v1"+path, "Bearer "+g.adminKey, body, out)
+	var ae *apiError
+	if errors.As(err, &ae) {
+		pe := &policyAPIError{apiError: *ae}
+		_ = json.Unmarshal(ae.Body, pe)
+		return pe
 	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(g.url, "/")+"/admin/v1"+path, rd)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Authorization", "Bearer "+g.adminKey)
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach mandate at %s: %w", req.URL.Host, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		e := &policyAPIError{apiError: apiError{Status: resp.StatusCode}}
-		if json.Unmarshal(b, e) != nil || e.Code == "" {
-			e.Code = http.StatusText(resp.StatusCode)
-		}
-		return e
-	}
-	if out != nil && len(b) > 0 {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("unexpected answer from server: %w", err)
-		}
-	}
-	return nil
+	return err
 }
 
 // policyPrintRefusal prints a refused bundle's problems as file:line:col:
