@@ -254,6 +254,9 @@ func accessLog(log *slog.Logger) echo.MiddlewareFunc {
 			if err != nil {
 				c.Error(err)
 			}
+			if !log.Enabled(c.Request().Context(), slog.LevelDebug) {
+				return nil // the hot paths do not pay for a line nobody keeps
+			}
 			// Never the query string or the body: they can carry tokens.
 			log.Debug("request", "method", c.Request().Method, "path", c.Request().URL.Path,
 				"status", c.Response().Status, "dur_ms", float64(time.Since(start).Microseconds())/1000,
@@ -370,7 +373,9 @@ func requestTimeout(d time.Duration) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			switch c.Request().URL.Path {
-			case "/v1/revocations", "/readyz":
+			case "/v1/revocations", "/readyz", "/validate":
+				// The feed and probes bound themselves; /validate never touches the
+				// database, so its hot path skips the timer.
 				return next(c)
 			}
 			if longRequests[c.Path()] {
